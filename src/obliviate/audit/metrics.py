@@ -1,0 +1,132 @@
+"""Every audit metric as a pure function of numbers: per-token log-probs, argmax hits, generations.
+
+The formulas follow TOFU and open-unlearning (names and aggregations as there), with their known bugs left out:
+extraction strength is 0, not 1/N, when no suffix of the answer is reproduced; the final (EOS) prediction is kept in
+every per-token score, as it is in the answer probability.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+EPS = 1e-10
+
+
+def mean_logprob(lp: Sequence[float]) -> float:
+    return float(np.mean(lp)) if len(lp) else float("nan")
+
+
+def answer_prob(lp: Sequence[float]) -> float:
+    """Geometric-mean token probability of an answer: exp(mean log p), TOFU's Q_A_Prob for one item."""
+    return math.exp(mean_logprob(lp))
+
+
+def truth_ratio(lp_true: Sequence[float], lp_perturbed: Sequence[Sequence[float]]) -> float:
+    """TOFU's truth ratio P_false / P_true.
+
+    P_true = exp(mean log p) of the correct (paraphrased) answer; P_false = exp(mean_j mean log p(perturbed_j)), the
+    geometric mean over perturbed answers of their geometric-mean token probabilities. Computed in log space.
+    """
+    log_false = float(np.mean([mean_logprob(lp) for lp in lp_perturbed]))
+    return math.exp(log_false - mean_logprob(lp_true))
+
+
+def truth_ratio_prob(lp_true: Sequence[float], lp_perturbed: Sequence[Sequence[float]]) -> float:
+    """The OpenUnlearning paper's truth ratio: P_true / (P_true + P_false), in [0, 1]; higher = more true knowledge."""
+    return 1.0 / (1.0 + truth_ratio(lp_true, lp_perturbed))
+
+
+def aggregate_truth_ratio(tr: Sequence[float], split: str) -> float:
+    """TOFU's aggregation: forget -> mean min(TR, 1/TR) (closer to 1 is better); other splits -> mean max(0, 1 - TR)."""
+    tr = np.asarray(tr, dtype=float)
+    if split == "forget":
+        return float(np.mean(np.minimum(tr, 1.0 / np.maximum(tr, EPS))))
+    return float(np.mean(np.maximum(0.0, 1.0 - tr)))
+
+
+def prob_normalised(lp_true: Sequence[float], lp_perturbed: Sequence[Sequence[float]]) -> float:
+    """p_correct / (p_correct + sum_j p_wrong_j), with p the geometric-mean token probability (TOFU's ra/wf Prob)."""
+    p_c = answer_prob(lp_true)
+    return p_c / (p_c + sum(answer_prob(lp) for lp in lp_perturbed) + EPS)
+
+
+_ROUGE = None
+
+
+def rouge_l_recall(generation: str, reference: str) -> float:
+    """ROUGE-L recall of a generation against the reference answer (rouge-score, Porter stemmer), as TOFU reports."""
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return float(_ROUGE.score(reference, generation)["rougeL"].recall)
+
+
+def exact_memorization(hits: Sequence[bool]) -> float:
+    """Fraction of answer tokens that are the teacher-forced argmax prediction."""
+    return float(np.mean(hits)) if len(hits) else float("nan")
+
+
+def extraction_strength(hits: Sequence[bool]) -> float:
+    """1 - k*/N, with k* the smallest k such that every answer token from k on is the teacher-forced argmax.
+
+    0 when not even the last token is predicted (the anchor returns 1/N there).
+    """
+    n = len(hits)
+    k = n
+    while k > 0 and hits[k - 1]:
+        k -= 1
+    return 1.0 - k / n if n else float("nan")
+
+
+def min_k_score(lp: Sequence[float], k: float = 0.4) -> float:
+    """Min-K% membership score: minus the mean of the lowest floor(k*N) (at least one) token log-probs.
+
+    Signed like open-unlearning: higher means *less* likely a member.
+    """
+    lp = np.sort(np.asarray(lp, dtype=float))
+    m = max(1, int(k * len(lp)))
+    return float(-np.mean(lp[:m]))
+
+
+def min_k_pp_score(z: Sequence[float], k: float = 0.4) -> float:
+    """Min-K%++: minus the mean of the lowest k fraction of z_t = (log p(x_t) - mu_t) / sigma_t."""
+    return min_k_score(z, k)
+
+
+def mia_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:
+    """ROC-AUC with forget items labelled 0 and holdout items 1, scores signed 'higher = less likely a member'.
+
+    Near 1 when the model tells its training items (forget) from unseen ones (holdout); 0.5 when it cannot.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    labels = [0] * len(forget_scores) + [1] * len(holdout_scores)
+    return float(roc_auc_score(labels, list(forget_scores) + list(holdout_scores)))
+
+
+def privleak(auc: float, auc_ref: float = 0.5) -> float:
+    """MUSE's privleak: ((1 - AUC) - (1 - AUC_ref)) / (1 - AUC_ref) * 100; about -100 for a memorising model, 0 for the
+    oracle, positive for over-unlearning."""
+    return ((1 - auc) - (1 - auc_ref)) / ((1 - auc_ref) + EPS) * 100
+
+
+def forget_quality(tr_model: Sequence[float], tr_oracle: Sequence[float]) -> float:
+    """TOFU's forget quality: the KS-test p-value between the forget truth ratios of the model and of the oracle."""
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(np.asarray(tr_model, float), np.asarray(tr_oracle, float)).pvalue)
+
+
+def model_utility(values: Sequence[float]) -> float:
+    """Harmonic mean of the utility metrics (TOFU: retain, real-authors and world-facts prob, ROUGE and truth ratio)."""
+    from scipy.stats import hmean
+
+    values = [float(v) for v in values]
+    if any(v <= 0 for v in values):
+        return 0.0
+    return float(hmean(values))

@@ -1,0 +1,102 @@
+"""One teacher-forced pass per (model, split): every candidate answer of every item (the answer, its paraphrase, its
+perturbed versions) is scored once, and every likelihood metric is derived from what this pass keeps per token:
+
+* ``logprobs``: log p(x_t | x_<t) of each answer token (EOS included);
+* ``hits``: whether x_t is the argmax prediction (exact memorisation, extraction strength);
+* ``zscores``: (log p(x_t) - mu_t) / sigma_t with mu_t, sigma_t the mean and standard deviation of log p under the
+  model's own next-token distribution (Min-K%++).
+
+Greedy generations, for ROUGE, are produced once per split in ``generate_answers``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.collate import PromptFormat, pad_batch, pad_prompts_left
+from ..data.records import QAItem
+from ..logprobs import forward_logits, shift
+
+
+@dataclass
+class SeqScore:
+    logprobs: np.ndarray
+    hits: np.ndarray
+    zscores: np.ndarray
+
+
+@dataclass
+class ItemScore:
+    answer: SeqScore
+    paraphrased: SeqScore | None = None
+    perturbed: list[SeqScore] = field(default_factory=list)
+
+
+@torch.no_grad()
+def score_sequences(model, encs, pad_id: int, batch_size: int) -> list[SeqScore]:
+    """Per-token scores for each encoding, batched by length so padding stays small."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(encs)), key=lambda i: len(encs[i].input_ids))
+    out: list[SeqScore | None] = [None] * len(encs)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in pad_batch([encs[i] for i in chunk], pad_id).items()}
+        logits, labels, mask = shift(forward_logits(model, batch), batch["labels"])
+        logp = F.log_softmax(logits.float(), -1)
+        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        hits = logits.argmax(-1) == labels
+        p = logp.exp()
+        mu = (p * logp).sum(-1)
+        var = (p * logp.square()).sum(-1) - mu.square()
+        z = (picked - mu) / var.clamp(min=1e-6).sqrt()
+        for row, i in enumerate(chunk):
+            m = mask[row]
+            out[i] = SeqScore(picked[row][m].cpu().numpy(), hits[row][m].cpu().numpy(), z[row][m].cpu().numpy())
+    return out  # type: ignore[return-value]
+
+
+def score_items(model, fmt: PromptFormat, items: list[QAItem], pad_id: int, batch_size: int = 32,
+                question_key: str = "question") -> list[ItemScore]:
+    """Score every candidate answer of every item in one batched pass."""
+    encs, slots = [], []
+    for i, it in enumerate(items):
+        q = getattr(it, question_key) or it.question
+        candidates = [("answer", 0, it.answer)]
+        if it.paraphrased_answer:
+            candidates.append(("paraphrased", 0, it.paraphrased_answer))
+        candidates += [("perturbed", j, a) for j, a in enumerate(it.perturbed_answers)]
+        for kind, j, answer in candidates:
+            encs.append(fmt.encode(q, answer, where=f"item {i}"))
+            slots.append((i, kind, j))
+    scores = score_sequences(model, encs, pad_id, batch_size)
+    result = [ItemScore(answer=None) for _ in items]  # type: ignore[arg-type]
+    for (i, kind, _), s in zip(slots, scores):
+        if kind == "answer":
+            result[i].answer = s
+        elif kind == "paraphrased":
+            result[i].paraphrased = s
+        else:
+            result[i].perturbed.append(s)
+    return result
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], batch_size: int = 32,
+                     max_new_tokens: int = 64) -> list[str]:
+    """Greedy continuations of each question's prompt, decoded without special tokens, cut at EOS."""
+    device = next(model.parameters()).device
+    prompts = [fmt.prompt_ids(q) for q in questions]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in pad_prompts_left([prompts[i] for i in chunk], tokenizer.pad_token_id).items()}
+        gen = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id, num_beams=1, temperature=None, top_p=None, top_k=None)
+        for row, i in enumerate(chunk):
+            out[i] = tokenizer.decode(gen[row, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return out

@@ -1,0 +1,117 @@
+"""A benchmark is a folder in TOFU's layout; ``load_benchmark`` turns it into the splits unlearning and the audit use.
+
+Files read for forget split ``forgetNN`` (NN = 01, 05, 10, ...):
+
+============================  ============================================================================
+``forgetNN_perturbed.json``   the forget set with paraphrased and perturbed answers (else ``forgetNN.json``)
+``retain{100-NN}.json``       what the oracle is trained on and what unlearning keeps (the retain set)
+``retain_perturbed.json``     retain items with perturbed answers, for the audit (else the first retain items)
+``holdoutNN.json``            never-trained items of the same kind: the non-members of membership inference
+``real_authors_perturbed``,   general knowledge, for model utility (optional)
+``world_facts_perturbed``
+``full.json``                 everything the target is fine-tuned on (else retain + forget)
+``pretrain.json``             extra general knowledge that both target and oracle are fine-tuned on (optional;
+                              the built-in synthetic benchmark uses it)
+============================  ============================================================================
+
+Any extension in ``formats.SUPPORTED`` can stand in for ``.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from .formats import SUPPORTED, read_qa
+from .records import QAItem
+
+UTILITY_SPLITS = {"ra": "real_authors_perturbed", "wf": "world_facts_perturbed"}
+
+
+@dataclass
+class Benchmark:
+    name: str
+    root: Path
+    forget_split: str
+    forget: list[QAItem]
+    retain: list[QAItem]
+    holdout: list[QAItem]
+    retain_eval: list[QAItem]
+    utility: dict[str, list[QAItem]] = field(default_factory=dict)
+    full: list[QAItem] = field(default_factory=list)
+    pretrain: list[QAItem] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def target_train_items(self, pretrain_repeat: int = 1) -> list[QAItem]:
+        """What the target model is fine-tuned on: every author (``full``) plus the general knowledge, the latter
+        repeated ``pretrain_repeat`` times (it stands for pre-training knowledge, which a model knows well)."""
+        return self.full + self.pretrain * pretrain_repeat
+
+    def oracle_train_items(self, pretrain_repeat: int = 1) -> list[QAItem]:
+        """What the oracle ("retrained without the forget set") is fine-tuned on."""
+        return self.retain + self.pretrain * pretrain_repeat
+
+    def eval_splits(self) -> dict[str, list[QAItem]]:
+        """The audit's splits, named as in open-unlearning's metric names."""
+        splits = {"forget": self.forget, "retain": self.retain_eval, "holdout": self.holdout}
+        splits.update(self.utility)
+        return {k: v for k, v in splits.items() if v}
+
+    def fingerprint(self) -> str:
+        """A hash of the files read, so caches of models trained on this data notice an edit."""
+        h = hashlib.sha256()
+        for p in sorted(self.files):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+        return h.hexdigest()[:16]
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for ext in SUPPORTED:
+        p = root / f"{stem}{ext}"
+        if p.exists():
+            return p
+    return None
+
+
+def load_benchmark(root: str | Path, forget_split: str = "forget10") -> Benchmark:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: benchmark folder not found")
+    m = re.fullmatch(r"forget(\d+)", forget_split)
+    if not m:
+        raise DataError(f"{root}: forget split '{forget_split}' must be named forgetNN (forget01, forget05, forget10, ...)")
+    pct = int(m.group(1))
+    digits = len(m.group(1))
+    files: list[Path] = []
+
+    def read(stem: str, required: bool) -> list[QAItem]:
+        p = _find(root, stem)
+        if p is None:
+            if required:
+                raise DataError(f"{root}: no file for split '{stem}' ({stem}.json, .jsonl, .csv or .parquet)")
+            return []
+        files.append(p)
+        return read_qa(p)
+
+    forget = read(f"{forget_split}_perturbed", False) or read(forget_split, True)
+    retain = read(f"retain{100 - pct:0{digits}d}", True)
+    holdout = read(f"holdout{pct:0{digits}d}", False)
+    retain_eval = read("retain_perturbed", False) or retain[: len(forget)]
+    utility = {short: read(stem, False) for short, stem in UTILITY_SPLITS.items()}
+    full = read("full", False) or (retain + forget)
+    pretrain = read("pretrain", False)
+    forget_q = {it.question + "\x00" + it.answer for it in forget}
+    overlap = sum(1 for it in retain if it.question + "\x00" + it.answer in forget_q)
+    if overlap:
+        import warnings
+
+        warnings.warn(f"{root}: {overlap} retain items also appear in {forget_split}", stacklevel=2)
+    return Benchmark(
+        name=root.name, root=root, forget_split=forget_split, forget=forget, retain=retain, holdout=holdout,
+        retain_eval=retain_eval, utility={k: v for k, v in utility.items() if v}, full=full, pretrain=pretrain,
+        files=files,
+    )

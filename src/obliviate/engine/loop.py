@@ -1,0 +1,157 @@
+"""The training loop: one readable function on accelerate, shared by fine-tuning and every unlearning method.
+
+Per optimizer step: build the micro-batches (forget items in a seeded order, each paired with a retain item), ask the
+method for a loss, back-propagate with gradient accumulation, clip, step, log one line to ``metrics.jsonl``, and every
+``save_every`` steps write a checkpoint (model, optimizer, scheduler, RNG and method state) that ``resume=True`` picks up.
+Data order is a pure function of (seed, epoch), so nothing about the data loader needs saving.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig
+from ..data.collate import PromptFormat, pad_batch
+from ..data.records import QAItem
+from ..errors import DataError, TrainingError
+from ..io import append_jsonl, write_json
+from .pairing import micro_batch_indices, pair_retain
+from .reference import Reference
+
+
+def _encode_all(fmt: PromptFormat, data: dict[str, list[QAItem]]):
+    return {name: [fmt.encode(it.question, it.answer, where=f"{name} item {i}") for i, it in enumerate(items)]
+            for name, items in data.items()}
+
+
+def _scheduler(cfg: TrainConfig, optimizer, total: int):
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup"}.get(cfg.scheduler, cfg.scheduler)
+    return get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / "trainer_state.json").exists()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainConfig, run_dir: str | Path,
+          resume: bool = False, progress: bool = True, keep_checkpoints: int = 2):
+    """Run ``method`` on ``data`` (``{"forget": ..., "retain": ...}`` or ``{"train": ...}``); return the trained model.
+
+    ``run_dir`` receives ``metrics.jsonl``, ``checkpoints/`` and ``status.json``. The caller saves the final model.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    cfg.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    primary = method.primary
+    if not data.get(primary):
+        raise DataError(f"the {primary} split is empty: nothing to train on")
+    if method.uses_retain and not data.get("retain"):
+        raise DataError(f"method {method.name} needs a retain split, and it is empty")
+
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed)
+    fmt = PromptFormat(tokenizer, cfg.max_length)
+    enc = _encode_all(fmt, {k: v for k, v in data.items() if k == primary or (k == "retain" and method.uses_retain)})
+    pad_id = tokenizer.pad_token_id
+    n = len(enc[primary])
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_epoch = -(-n // (cfg.batch_size * world))
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+
+    model.to(accelerator.device)
+    ref_mode = method.needs_reference()
+    ref = Reference(ref_mode, model, enc, pad_id, batch_size=max(cfg.batch_size, 16),
+                    cache_file=run_dir / "reference_cache.safetensors" if ref_mode != "none" else None)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _scheduler(cfg, optimizer, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    step = 0
+    metrics_path = run_dir / "metrics.jsonl"
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        step = state["step"]
+        method.load_state_dict(state.get("method_state", {}))
+        if metrics_path.exists():  # drop lines logged after the checkpoint
+            lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            metrics_path.write_text("".join(ln + "\n" for ln in lines))
+    elif metrics_path.exists() and accelerator.is_main_process:
+        metrics_path.unlink()
+    if accelerator.is_main_process:
+        write_json(run_dir / "status.json", {"state": "running", "step": step, "total_steps": total_steps})
+
+    def batch_of(name: str, idx) -> dict:
+        b = pad_batch([enc[name][i] for i in idx], pad_id)
+        b["index"] = torch.as_tensor(idx, dtype=torch.long)
+        return {k: v.to(accelerator.device) for k, v in b.items()}
+
+    bar = tqdm(total=total_steps, initial=step, desc=f"{method.name}", disable=not (progress and accelerator.is_main_process),
+               unit="step", dynamic_ncols=True)
+    t0 = time.time()
+    while step < total_steps:
+        logs_acc: dict[str, float] = {}
+        for k in range(cfg.grad_accum):
+            micro = step * cfg.grad_accum + k
+            epoch, idx = micro_batch_indices(micro, n, cfg.batch_size, world, rank, cfg.seed)
+            batch = {primary: batch_of(primary, idx)}
+            if method.uses_retain:
+                pairs = pair_retain(cfg.pairing, n, len(enc["retain"]), cfg.seed, epoch)
+                batch["retain"] = batch_of("retain", pairs[idx])
+            with accelerator.accumulate(model):
+                loss, logs = method.loss(model, batch, ref)
+                value = loss.item()
+                if not math.isfinite(value) or abs(value) > cfg.loss_bound:
+                    last = latest_checkpoint(run_dir)
+                    write_json(run_dir / "status.json", {"state": "diverged", "step": step, "loss": str(value)})
+                    raise TrainingError(f"step {step + 1}: loss is {value} (bound {cfg.loss_bound}); run stopped, "
+                                        f"last good checkpoint: {last or 'none'}")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            for key, v in {"loss": value, **logs}.items():
+                logs_acc[key] = logs_acc.get(key, 0.0) + v / cfg.grad_accum
+        scheduler.step()
+        step += 1
+        record = {"step": step, "epoch": round(step * cfg.grad_accum / per_epoch, 4), "lr": scheduler.get_last_lr()[0],
+                  **{k: round(v, 6) for k, v in logs_acc.items()}, **method.state_dict(),
+                  "elapsed_s": round(time.time() - t0, 3)}
+        if accelerator.is_main_process:
+            append_jsonl(metrics_path, record)
+            bar.set_postfix(loss=f"{logs_acc['loss']:.4f}")
+            bar.update(1)
+        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+            _save_checkpoint(accelerator, run_dir, step, method, keep_checkpoints)
+    bar.close()
+    accelerator.wait_for_everyone()
+    return accelerator.unwrap_model(model)
+
+
+def _save_checkpoint(accelerator, run_dir: Path, step: int, method, keep: int) -> None:
+    out = run_dir / "checkpoints" / f"step-{step}"
+    accelerator.save_state(str(out), safe_serialization=True)
+    if accelerator.is_main_process:
+        # trainer_state.json is written last: a checkpoint without it is incomplete and ignored on resume
+        write_json(out / "trainer_state.json", {"step": step, "method_state": method.state_dict()})
+        ckpts = sorted((p for p in (run_dir / "checkpoints").glob("step-*")), key=lambda p: int(p.name.split("-")[1]))
+        for old in ckpts[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,71 @@
+"""The frozen reference model, and the cache of its log-probs over data that never changes.
+
+NPO and its kin need log pi_ref(y|x) for every forget item at every step. The forget set is fixed and the reference is
+frozen, so those numbers are computed once, before the first step, with the model as it is then (no copy needed), and
+looked up by item index afterwards. Only methods that need full reference distributions on changing batches (the KL
+retain loss) keep a frozen copy of the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from ..data.collate import Encoded, pad_batch
+from ..logprobs import forward_logits, sequence_logprob
+
+
+@torch.no_grad()
+def sequence_logprobs_of(model, encs: list[Encoded], pad_id: int, batch_size: int, device) -> torch.Tensor:
+    """Sum of answer-token log-probs for each encoding, in the encodings' order."""
+    out = torch.empty(len(encs), dtype=torch.float32)
+    for start in range(0, len(encs), batch_size):
+        batch = {k: v.to(device) for k, v in pad_batch(encs[start:start + batch_size], pad_id).items()}
+        lp, _ = sequence_logprob(forward_logits(model, batch), batch["labels"])
+        out[start:start + batch_size] = lp.float().cpu()
+    return out
+
+
+class Reference:
+    """What a method may ask of the frozen starting model: cached sequence log-probs, or live logits."""
+
+    def __init__(self, mode: str, model=None, encodings: dict[str, list[Encoded]] | None = None, pad_id: int = 0,
+                 batch_size: int = 16, cache_file: str | Path | None = None):
+        self.mode = mode
+        self.cache: dict[str, torch.Tensor] = {}
+        self.model = None
+        if mode == "none":
+            return
+        device = next(model.parameters()).device
+        if cache_file is not None and Path(cache_file).exists():
+            from safetensors.torch import load_file
+
+            self.cache = load_file(str(cache_file))
+        else:
+            was_training = model.training
+            model.eval()
+            self.cache = {"forget": sequence_logprobs_of(model, encodings["forget"], pad_id, batch_size, device)}
+            model.train(was_training)
+            if cache_file is not None:
+                from safetensors.torch import save_file
+
+                from ..io import atomic_path
+
+                with atomic_path(cache_file) as tmp:
+                    save_file(self.cache, str(tmp))
+        if mode == "model":
+            self.model = copy.deepcopy(model).eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+
+    def sequence_logprob(self, split: str, batch: dict) -> torch.Tensor:
+        values = self.cache[split]
+        return values[batch["index"].cpu()].to(batch["input_ids"].device)
+
+    @torch.no_grad()
+    def logits(self, batch: dict) -> torch.Tensor:
+        if self.model is None:
+            raise RuntimeError("this method's reference mode keeps no model; declare reference='model'")
+        return forward_logits(self.model, batch)

@@ -1,0 +1,13 @@
+"""Unlearning methods, one file each, registered by name. ``obliviate methods`` lists them."""
+
+from . import finetune, grad_ascent, grad_diff, npo, simnpo  # noqa: F401  (each registers itself)
+from .base import METHODS, Method, hyperparameters, make_method, register
+from .losses import kl_to_reference, npo_loss, retain_loss, simnpo_loss
+
+__all__ = ["METHODS", "Method", "hyperparameters", "kl_to_reference", "make_method", "npo_loss", "register",
+           "retain_loss", "simnpo_loss"]
+
+
+def unlearning_methods() -> dict[str, type[Method]]:
+    """Registered methods that unlearn (fine-tuning is registered too, as the recipe for target and oracle)."""
+    return {k: v for k, v in METHODS.items() if v.primary == "forget"}

@@ -1,0 +1,99 @@
+"""What a method is, and the registry that finds one by name.
+
+A method is a small dataclass: its fields are its hyperparameters (with the defaults of the paper or the anchor
+toolkit), ``loss`` computes the training loss of one batch, and the docstring gives the formula and the paper.
+The engine knows nothing about any single method; it reads three class attributes:
+
+* ``uses_retain``: the engine pairs each forget batch with a retain batch (``batch["retain"]``);
+* ``reference``: ``"none"``, ``"logprobs"`` (the frozen starting model's sequence log-probs over the forget set,
+  computed once and cached) or ``"model"`` (the frozen model is kept for full distributions, e.g. the KL retain loss);
+* ``primary``: the name of the stream the engine fills from the main data (``"forget"``, or ``"train"`` for fine-tuning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import ConfigError
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a method available under ``name`` (case-insensitive)."""
+
+    def wrap(cls):
+        cls.name = name
+        METHODS[name.lower()] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass
+class Method:
+    name: ClassVar[str] = ""
+    uses_retain: ClassVar[bool] = False
+    reference: ClassVar[str] = "none"
+    primary: ClassVar[str] = "forget"
+    # hyperparameter -> (low, high) inclusive bounds checked by validate(); None means unbounded on that side
+    bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def loss(self, model, batch: dict, ref) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def needs_reference(self) -> str:
+        """What this configured instance needs from the frozen model (subclasses may depend on hyperparameters)."""
+        return self.reference
+
+    def validate(self) -> None:
+        for key, (lo, hi) in self.bounds.items():
+            v = getattr(self, key)
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+                raise ConfigError(f"method {self.name}: hyperparameter '{key}' = {v} is out of range {rng}")
+        for key, allowed in self.choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"method {self.name}: hyperparameter '{key}' = {getattr(self, key)!r} must be one of "
+                                  f"{', '.join(allowed)}")
+
+    def hparams(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # method-owned state (dual variables, bases, factors) travels with checkpoints
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def hyperparameters(cls: type[Method]) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def make_method(name: str, **hparams) -> Method:
+    """Instantiate a registered method, rejecting unknown names and hyperparameters with one clear line."""
+    cls = METHODS.get(name.lower())
+    if cls is None:
+        raise ConfigError(f"unknown method '{name}' (known: {', '.join(sorted(c.name for c in METHODS.values()))})")
+    known = hyperparameters(cls)
+    for key in hparams:
+        if key not in known:
+            raise ConfigError(f"method {cls.name}: unknown hyperparameter '{key}' (known: {', '.join(known) or 'none'})")
+    coerced = {}
+    for key, value in hparams.items():
+        default = known[key]
+        try:
+            coerced[key] = type(default)(value) if isinstance(default, (int, float)) and not isinstance(default, bool) \
+                else value
+        except (TypeError, ValueError):
+            raise ConfigError(f"method {cls.name}: hyperparameter '{key}' = {value!r} is not a number") from None
+    method = cls(**coerced)
+    method.validate()
+    return method
