@@ -265,7 +265,7 @@ def cmd_methods(args) -> int:
     from .methods import hyperparameters, unlearning_methods
 
     for cls in sorted(unlearning_methods().values(), key=lambda c: c.name.lower()):
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = (sys.modules[cls.__module__].__doc__ or cls.name).strip().splitlines()[0]
         hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(cls).items()) or "no hyperparameters"
         print(f"{cls.name:<12} {doc}\n{'':<12} {hp}")
     return 0

@@ -140,8 +140,10 @@ def qa_from_record(path: Path, i: int, record: dict) -> QAItem:
         perturbed = [perturbed]
     if not isinstance(perturbed, list) or not all(isinstance(p, str) and p.strip() for p in perturbed):
         raise _located(path, f"record {i}", "field 'perturbed_answer' must be a list of non-empty texts")
-    _, entity = _pick(record, ENTITY_KEYS)
-    _, rid = _pick(record, ("id", "index", "idx"))
+    ekey, entity = _pick(record, ENTITY_KEYS)
+    ikey, rid = _pick(record, ("id", "index", "idx"))
+    used = {_pick(record, QUESTION_KEYS)[0], _pick(record, ANSWER_KEYS)[0], ekey, ikey, "paraphrased_answer",
+            "paraphrased_question", "perturbed_answer", "perturbed_answers"}
     return QAItem(
         question=question,
         answer=answer,
@@ -150,6 +152,7 @@ def qa_from_record(path: Path, i: int, record: dict) -> QAItem:
         paraphrased_question=para_q,
         entity=None if entity is None else str(entity),
         id=None if rid is None else str(rid),
+        meta={k: v for k, v in record.items() if k not in used},
     )
 
 

@@ -20,11 +20,13 @@ class QAItem:
     paraphrased_question: str | None = None
     entity: str | None = None
     id: str | None = None
+    meta: dict = field(default_factory=dict)  # any other fields of the record (RWKU's type and level, ...)
 
     def to_dict(self) -> dict:
         """The record in TOFU's field names (``perturbed_answer`` is the list), empty fields left out."""
         d = asdict(self)
         d["perturbed_answer"] = d.pop("perturbed_answers")
+        d.update(d.pop("meta"))
         return {k: v for k, v in d.items() if v not in (None, [], "")}
 
 

@@ -63,18 +63,31 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
 
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
+    model.to(accelerator.device)
+    data = method.setup(model, tokenizer, dict(data))
+    if not method.trains:
+        method.apply(model, tokenizer, data, cfg, run_dir)
+        if accelerator.is_main_process:
+            write_json(run_dir / "status.json", {"state": "trained", "step": 0, "total_steps": 0})
+        return model
+    if not method.uses_retain:
+        data.pop("retain", None)
     fmt = PromptFormat(tokenizer, cfg.max_length)
-    enc = _encode_all(fmt, {k: v for k, v in data.items() if k == primary or (k == "retain" and method.uses_retain)})
+    enc = _encode_all(fmt, data)
+    for name, encs in enc.items():
+        if name not in (primary, "retain") and len(encs) != len(enc[primary]):
+            raise DataError(f"stream '{name}' has {len(encs)} items; it must align with the {len(enc[primary])} "
+                            f"{primary} items")
     pad_id = tokenizer.pad_token_id
     n = len(enc[primary])
     world, rank = accelerator.num_processes, accelerator.process_index
     per_epoch = -(-n // (cfg.batch_size * world))
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
 
-    model.to(accelerator.device)
     ref_mode = method.needs_reference()
     ref = Reference(ref_mode, model, enc, pad_id, batch_size=max(cfg.batch_size, 16),
-                    cache_file=run_dir / "reference_cache.safetensors" if ref_mode != "none" else None)
+                    cache_file=run_dir / "reference_cache.safetensors" if ref_mode != "none" else None,
+                    streams=method.reference_streams)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -111,10 +124,13 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
         for k in range(cfg.grad_accum):
             micro = step * cfg.grad_accum + k
             epoch, idx = micro_batch_indices(micro, n, cfg.batch_size, world, rank, cfg.seed)
-            batch = {primary: batch_of(primary, idx)}
-            if method.uses_retain:
-                pairs = pair_retain(cfg.pairing, n, len(enc["retain"]), cfg.seed, epoch)
-                batch["retain"] = batch_of("retain", pairs[idx])
+            batch = {}
+            for name in enc:
+                if name == "retain":
+                    pairs = pair_retain(cfg.pairing, n, len(enc["retain"]), cfg.seed, epoch)
+                    batch["retain"] = batch_of("retain", pairs[idx])
+                else:  # the primary stream and any stream aligned with it
+                    batch[name] = batch_of(name, idx)
             with accelerator.accumulate(model):
                 loss, logs = method.loss(model, batch, ref)
                 value = loss.item()

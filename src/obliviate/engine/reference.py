@@ -32,7 +32,7 @@ class Reference:
     """What a method may ask of the frozen starting model: cached sequence log-probs, or live logits."""
 
     def __init__(self, mode: str, model=None, encodings: dict[str, list[Encoded]] | None = None, pad_id: int = 0,
-                 batch_size: int = 16, cache_file: str | Path | None = None):
+                 batch_size: int = 16, cache_file: str | Path | None = None, streams: tuple[str, ...] = ("forget",)):
         self.mode = mode
         self.cache: dict[str, torch.Tensor] = {}
         self.model = None
@@ -46,7 +46,8 @@ class Reference:
         else:
             was_training = model.training
             model.eval()
-            self.cache = {"forget": sequence_logprobs_of(model, encodings["forget"], pad_id, batch_size, device)}
+            self.cache = {name: sequence_logprobs_of(model, encodings[name], pad_id, batch_size, device)
+                          for name in streams}
             model.train(was_training)
             if cache_file is not None:
                 from safetensors.torch import save_file

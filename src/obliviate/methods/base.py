@@ -7,7 +7,13 @@ The engine knows nothing about any single method; it reads three class attribute
 * ``uses_retain``: the engine pairs each forget batch with a retain batch (``batch["retain"]``);
 * ``reference``: ``"none"``, ``"logprobs"`` (the frozen starting model's sequence log-probs over the forget set,
   computed once and cached) or ``"model"`` (the frozen model is kept for full distributions, e.g. the KL retain loss);
-* ``primary``: the name of the stream the engine fills from the main data (``"forget"``, or ``"train"`` for fine-tuning).
+* ``primary``: the name of the stream the engine fills from the main data (``"forget"``, or ``"train"`` for fine-tuning);
+* ``reference_streams``: the streams whose reference log-probs are cached (default the forget stream).
+
+Streams other than the primary and ``retain`` are *aligned* with the primary: item i of stream ``forget_idk`` goes
+with forget item i (an alternate answer, say). ``setup`` may add such streams, or freeze parameters, before the
+optimizer is built. A method that edits weights without a training loop (task vectors, dampening) sets
+``trains = False`` and implements ``apply``.
 """
 
 from __future__ import annotations
@@ -40,11 +46,21 @@ class Method:
     uses_retain: ClassVar[bool] = False
     reference: ClassVar[str] = "none"
     primary: ClassVar[str] = "forget"
+    reference_streams: ClassVar[tuple[str, ...]] = ("forget",)
+    trains: ClassVar[bool] = True
     # hyperparameter -> (low, high) inclusive bounds checked by validate(); None means unbounded on that side
     bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {}
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def loss(self, model, batch: dict, ref) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def setup(self, model, tokenizer, data: dict) -> dict:
+        """Called once before training, before the optimizer sees the parameters; may return extra aligned streams."""
+        return data
+
+    def apply(self, model, tokenizer, data: dict, cfg, run_dir) -> None:
+        """For methods with ``trains = False``: edit ``model`` in place instead of a training loop."""
         raise NotImplementedError
 
     def needs_reference(self) -> str:

@@ -1,0 +1,100 @@
+"""Shared fixtures: a small synthetic benchmark and a tiny Llama that has memorised it (trained once per session).
+
+Tests get real models, never mocks. ``target_path`` is a fine-tuned tiny model on disk; call ``load_target()`` for a
+fresh copy each test can train without disturbing others. ``random_model`` is an untrained tiny model for exact
+hand-computation checks on fixed inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("OBLIVIATE_SHARED_DATA", REPO.parent / "shared" / "data"))
+TOFU = SHARED_DATA / "tofu"
+RWKU = SHARED_DATA / "rwku"
+
+SMALL_SYNTH = dict(n_authors=20, facts_per_author=5, n_holdout_authors=2, n_general=10, seed=0)
+SMALL_TINY = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                  max_position_embeddings=128, seed=0)
+SMALL_FINETUNE = dict(lr=5e-3, epochs=40, batch_size=16, warmup_ratio=0.05, scheduler="linear", seed=0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Keep tests out of the user's model cache."""
+    os.environ["OBLIVIATE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def small_bench_dir(tmp_path_factory) -> Path:
+    from obliviate.data import SynthConfig, write_fictional_authors
+
+    return write_fictional_authors(tmp_path_factory.mktemp("bench") / "fictional-authors", SynthConfig(**SMALL_SYNTH))
+
+
+@pytest.fixture(scope="session")
+def small_bench(small_bench_dir):
+    from obliviate.data import load_benchmark
+
+    return load_benchmark(small_bench_dir, "forget10")
+
+
+@pytest.fixture(scope="session")
+def trained_models(small_bench, tmp_path_factory) -> dict[str, Path]:
+    """Tiny target and oracle fine-tuned on the small benchmark (about 20 s on two cores)."""
+    from obliviate.config import TrainConfig
+    from obliviate.models import TinyConfig
+    from obliviate.pipeline import finetune
+
+    out = tmp_path_factory.mktemp("finetuned")
+    return finetune(small_bench, "tiny", out, TrainConfig(**SMALL_FINETUNE), TinyConfig(**SMALL_TINY), progress=False,
+                    log=lambda *a: None)
+
+
+@pytest.fixture(scope="session")
+def target_path(trained_models) -> Path:
+    return trained_models["target"]
+
+
+@pytest.fixture
+def load_target(target_path):
+    """A function returning a fresh (model, tokenizer) copy of the trained target, in train mode on the CPU."""
+    from obliviate.models import load_model
+
+    def load():
+        model, tok = load_model(target_path, dtype="fp32", device="cpu")
+        return model, tok
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def random_model(small_bench):
+    """An untrained tiny model (fixed seed) and its tokenizer, for exact checks of losses and metrics."""
+    from obliviate.models import TinyConfig, tiny_from_texts
+    from obliviate.pipeline import benchmark_texts
+
+    model, tok = tiny_from_texts(benchmark_texts(small_bench), TinyConfig(**SMALL_TINY))
+    return model.eval(), tok
+
+
+@pytest.fixture
+def fixed_batch(random_model, small_bench):
+    """A padded batch of four forget items of different lengths (so padding is present), with ``index``."""
+    from obliviate.data import PromptFormat, pad_batch
+
+    _, tok = random_model
+    fmt = PromptFormat(tok)
+    items = small_bench.forget[:4]
+    encs = [fmt.encode(it.question, it.answer) for it in items]
+    batch = pad_batch(encs, tok.pad_token_id)
+    batch["index"] = torch.arange(len(items))
+    return batch
