@@ -47,11 +47,14 @@ def config_hash(config: dict) -> str:
 
 
 def build_report(result: dict, config: dict, compare: dict[str, dict] | None = None, model_name: str = "model") -> dict:
-    """Assemble report.json: ``metrics`` and ``per_item`` of the audited model, other models' metrics under ``compare``."""
+    """Assemble report.json: ``metrics`` and ``per_item`` of the audited model, other models' metrics under ``compare``,
+    and every model's per-item score lists (forget truth ratios, membership scores) under ``distributions``."""
+    compare = compare or {}
     return {
         "model": model_name,
         "metrics": result["metrics"],
-        "compare": {name: r["metrics"] for name, r in (compare or {}).items()},
+        "compare": {name: r["metrics"] for name, r in compare.items()},
+        "distributions": {name: r.get("raw", {}) for name, r in {model_name: result, **compare}.items()},
         "directions": DIRECTIONS,
         "per_item": result["per_item"],
         "cost": result.get("cost", {}),
