@@ -244,14 +244,15 @@ def cmd_audit(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .pipeline import audit, audit_report, finetune, unlearn
+    from .pipeline import DEMO_HPARAMS, audit, audit_report, finetune, unlearn
 
     args.data = None
     bench = _benchmark(args)
     progress = not args.quiet
     models = finetune(bench, "tiny", progress=progress)
     out = Path(args.out)
-    unlearned = unlearn(models["target"], bench, args.method, _hparams(args), _train_config(args, None), out,
+    hparams = {**DEMO_HPARAMS.get(args.method, {}), **_hparams(args)}
+    unlearned = unlearn(models["target"], bench, args.method, hparams, _train_config(args, None), out,
                         progress=progress)
     acfg = _audit_config(args)
     results = {name: audit(models[name], bench, acfg, progress=progress) for name in ("target", "oracle")}

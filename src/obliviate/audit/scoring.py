@@ -51,7 +51,7 @@ def score_sequences(model, encs, pad_id: int, batch_size: int) -> list[SeqScore]
         hits = logits.argmax(-1) == labels
         p = logp.exp()
         mu = (p * logp).sum(-1)
-        var = (p * logp.square()).sum(-1) - mu.square()
+        var = (p * (logp - mu.unsqueeze(-1)).square()).sum(-1)  # the centred form: no cancellation in float32
         z = (picked - mu) / var.clamp(min=1e-6).sqrt()
         for row, i in enumerate(chunk):
             m = mask[row]

@@ -90,8 +90,10 @@ def _read_csv(path: Path, text: str) -> list[dict]:
         if None in row:
             raise _located(path, f"record {i}", "more values than header columns")
         for key, value in row.items():
+            if value == "":
+                row[key] = None  # an empty cell is a missing value
             # list-valued fields (perturbed answers) are stored as JSON arrays in a cell
-            if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+            elif isinstance(value, str) and value.startswith("[") and value.endswith("]"):
                 try:
                     row[key] = json.loads(value)
                 except json.JSONDecodeError:
@@ -208,7 +210,8 @@ def write_records(path: str | Path, records: list[dict]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        keys = list(dict.fromkeys(k for r in records for k in r))
         with atomic_path(path) as tmp:
-            pq.write_table(pa.Table.from_pylist(records), tmp)
+            pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in records]), tmp)
     else:
         raise DataError(f"{path}: unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED)})")
