@@ -65,7 +65,8 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
 def _audit_config(args):
     from .config import AuditConfig
 
-    return AuditConfig(batch_size=args.audit_batch_size, max_new_tokens=args.max_new_tokens, generate=not args.no_generate)
+    return AuditConfig(batch_size=args.audit_batch_size, max_new_tokens=args.max_new_tokens, generate=not args.no_generate,
+                       max_length=getattr(args, "max_length", 256))
 
 
 def _benchmark(args):
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--oracle", help="oracle model folder, for forget quality and privleak")
     au.add_argument("--target", help="the original target model folder, shown beside for comparison")
     au.add_argument("--out", default="runs/audit", help="folder for report.json (default runs/audit)")
+    au.add_argument("--max-length", type=int, default=256, help="longest tokenised prompt + answer (default 256)")
     _add_audit_options(au)
 
     demo = command("demo", "the whole job on the built-in benchmark",

@@ -17,6 +17,13 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "adapter_model.safetensors")
 
 
+def _quiet_transformers() -> None:
+    """transformers' own per-file progress bars are noise next to obliviate's; its warnings stay."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -56,6 +63,7 @@ def load_model(spec: str | Path, dtype: str | torch.dtype | None = "auto", devic
     """Load ``(model, tokenizer)`` from a local folder, a ``.gguf`` file or a hub id, in eval mode on ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     device = torch.device(device) if device is not None else default_device()
     torch_dtype = _parse_dtype(dtype, device)
     spec = str(spec)
@@ -98,6 +106,7 @@ def save_model(model, tokenizer, out_dir: str | Path) -> Path:
     import os
     import shutil
 
+    _quiet_transformers()
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
