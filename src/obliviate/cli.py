@@ -1,4 +1,4 @@
-"""obliviate's command line: ``data synth``, ``finetune``, ``unlearn``, ``audit``, ``demo``, ``methods``.
+"""obliviate's command line: ``data synth``, ``finetune``, ``unlearn``, ``audit``, ``demo``, ``methods``, ``report``.
 
 Every command takes ``--config FILE.yaml`` (keys are the long option names with dashes or underscores); options given on
 the command line override the file. Errors a user can cause print one line and exit with code 2.
@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_options(demo)
 
     command("methods", "list the unlearning methods", "List every registered method with its hyperparameters.")
+    rep = command("report", "rebuild a run's report.html",
+                  "Redraw RUN_DIR/report.html (plots, tables, per-item drill-down, certificate verdicts) from the "
+                  "report.json, metrics.jsonl and certificate.json already in RUN_DIR; nothing is rerun.")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding report.json")
     return parser
 
 
@@ -274,8 +278,15 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report.html import write_run_report
+
+    print(write_run_report(args.run_dir))
+    return 0
+
+
 COMMANDS = {"finetune": cmd_finetune, "unlearn": cmd_unlearn, "audit": cmd_audit, "demo": cmd_demo,
-            "methods": cmd_methods}
+            "methods": cmd_methods, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,8 +144,15 @@ def audit_report(results: dict[str, dict], oracle: str | None, main: str, config
     ref = results.get(oracle) if oracle else None
     for r in results.values():
         compare_to_oracle(r, ref)
-    report = build_report(results[main], config, {k: v for k, v in results.items() if k != main}, model_name=main)
+    report = build_report(results[main], config, {k: v for k, v in results.items() if k != main}, model_name=main,
+                          oracle=oracle)
     path = write_report(run_dir, report)
     log("\n" + format_table({name: r["metrics"] for name, r in results.items()}))
     log(f"\n[obliviate] report: {path}")
+    try:  # the page is a view of report.json: failing to draw it must not fail the run
+        from .report.html import write_run_report
+
+        log(f"[obliviate] page: {write_run_report(run_dir, report)}")
+    except Exception as e:
+        log(f"[obliviate] report.html not written ({type(e).__name__}: {e}); retry with `obliviate report {run_dir}`")
     return report

@@ -46,14 +46,20 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(dumps(config, indent=None).encode()).hexdigest()[:12]
 
 
-def build_report(result: dict, config: dict, compare: dict[str, dict] | None = None, model_name: str = "model") -> dict:
+def build_report(result: dict, config: dict, compare: dict[str, dict] | None = None, model_name: str = "model",
+                 oracle: str | None = None) -> dict:
     """Assemble report.json: ``metrics`` and ``per_item`` of the audited model, other models' metrics under ``compare``,
-    and every model's per-item score lists (forget truth ratios, membership scores) under ``distributions``."""
+    every model's per-item score lists (forget truth ratios, membership scores) under ``distributions``, the other
+    models' forget-split rows under ``compare_per_item`` (for before/after drill-downs) and the reference model's name
+    under ``oracle`` (None without one)."""
     compare = compare or {}
     return {
         "model": model_name,
+        "oracle": oracle if oracle in compare else None,
         "metrics": result["metrics"],
         "compare": {name: r["metrics"] for name, r in compare.items()},
+        "compare_per_item": {name: {"forget": r["per_item"]["forget"]} for name, r in compare.items()
+                             if "forget" in r.get("per_item", {})},
         "distributions": {name: r.get("raw", {}) for name, r in {model_name: result, **compare}.items()},
         "directions": DIRECTIONS,
         "per_item": result["per_item"],
