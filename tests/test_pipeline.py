@@ -12,7 +12,7 @@ from obliviate.pipeline import audit, audit_report, unlearn
 def demo_run(trained_models, small_bench, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     cfg = TrainConfig(lr=2e-3, max_steps=30, batch_size=4, scheduler="constant")
-    model = unlearn(trained_models["target"], small_bench, "NPO", {"alpha": 2.0}, cfg, out, progress=False,
+    model = unlearn(trained_models["target"], small_bench, "NPO", {"alpha": 5.0}, cfg, out, progress=False,
                     log=lambda *a: None)
     acfg = AuditConfig(max_new_tokens=32)
     results = {name: audit(trained_models[name], small_bench, acfg, progress=False, log=lambda *a: None)
