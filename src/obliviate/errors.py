@@ -25,3 +25,10 @@ class ModelError(ObliviateError):
 
 class TrainingError(ObliviateError):
     """A run that had to stop (diverged loss, nothing to train on)."""
+
+
+class DataWarning(UserWarning):
+    """Data that can be used but probably is not what the user meant (forget and retain overlapping).
+
+    The command line prints each one as a single ``obliviate: warning: ...`` line and carries on.
+    """

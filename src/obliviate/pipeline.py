@@ -34,6 +34,7 @@ DEMO_METHOD = "NPO"
 DEMO_HPARAMS = {"NPO": {"alpha": 5.0}}
 PRETRAIN_REPEAT = 3  # general knowledge is seen this many times per epoch: it plays the part of pre-training
 RECIPE_VERSION = 1  # bump when fine-tuning changes in a way the cache key cannot see
+AUDIT_CACHE_VERSION = 2  # bump when the audit changes in a way its cache key cannot see
 
 
 def cache_root() -> Path:
@@ -62,7 +63,8 @@ def _is_complete(model_dir: Path) -> bool:
 
 def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None = None,
              cfg: TrainConfig | None = None, tiny: TinyConfig | None = None, which: tuple[str, ...] = ("target", "oracle"),
-             progress: bool = True, log=print) -> dict[str, Path]:
+             progress: bool = True, log=print, allow_pickle: bool = False,
+             trust_remote_code: bool = False) -> dict[str, Path]:
     """Fine-tune the target (every training split) and the oracle (retain only) from the same starting model.
 
     Returns ``{"target": dir, "oracle": dir}``. With ``out_dir=None`` the models go to the cache and a later call with
@@ -86,52 +88,161 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
             torch.manual_seed(tiny.seed)
             net, tok = tiny_from_texts(benchmark_texts(bench), tiny)
         else:
-            net, tok = load_model(model, dtype="auto")
+            net, tok = load_model(model, dtype="auto", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        from .data.validate import check_prompts, model_context
+
+        check_prompts(bench, tok, cfg.max_length, {"full": bench.full, "retain": bench.retain,
+                                                   "pretrain": bench.pretrain}, model_context(net))
         net = train(net, tok, make_method("finetune"), {"train": data[name]}, cfg, root / f"{name}.run",
                     progress=progress)
         save_model(net, tok, dest)
         write_json(dest / "obliviate.json", {"role": name, "benchmark": bench.name, "forget_split": bench.forget_split,
                                              "base_model": model, "train": dataclasses.asdict(cfg), "key": key})
+        write_json(root / f"{name}.run" / "status.json", {"state": "completed", "model": str(dest)})
     return out
 
 
 def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict | None, cfg: TrainConfig,
-            out_dir: str | Path, resume: bool = False, progress: bool = True, log=print) -> Path:
-    """Unlearn the benchmark's forget split from ``model_dir``; the result goes to ``out_dir/model``."""
+            out_dir: str | Path, resume: bool = False, progress: bool = True, log=print,
+            lora: dict | None = None, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+    """Unlearn the benchmark's forget split from ``model_dir``; the result goes to ``out_dir/model``.
+
+    Every input is checked before anything is written. ``resume=True`` continues from the last checkpoint in
+    ``out_dir``, which must hold a run of the same settings (``config.json``; only ``save_every`` and ``loss_bound`` may
+    change); a fresh run (``resume=False``) clears an earlier run's outputs from the folder first. ``status.json``
+    ends ``completed`` only once ``model/`` is saved; ``failed`` or ``diverged`` otherwise.
+
+    ``lora`` (``{"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": [...]}``, see ``models.lora``) trains LoRA
+    adapters instead of the full weights; they are merged into the saved model.
+    """
+    from .data.validate import check_hparams, check_output_dir, check_prompts, model_context
+    from .engine.loop import mark_failed
+    from .models.lora import apply_lora, lora_options, merge_lora
+
     out_dir = Path(out_dir)
-    m = make_method(method, **(hparams or {}))
-    net, tok = load_model(model_dir, dtype="auto")
+    cfg.validate()
+    check_output_dir(out_dir)
+    m = make_method(method, **check_hparams(method, hparams))
+    lora_opts = lora_options(lora)
+    run_config = {"method": m.name, "hparams": m.hparams(), "train": dataclasses.asdict(cfg),
+                  "model": str(model_dir), "benchmark": str(bench.root),
+                  "forget_split": bench.forget_split,
+                  "lora": lora_opts.to_dict() if lora_opts else None, "data_fingerprint": bench.fingerprint()}
+    if resume:
+        _check_resumable(out_dir, run_config)
+    net, tok = load_model(model_dir, dtype="auto", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    check_prompts(bench, tok, cfg.max_length, {"forget": bench.forget, "retain": bench.retain}, model_context(net))
+    if lora_opts is not None:
+        net = apply_lora(net, lora_opts)
     log(f"[obliviate] unlearning {len(bench.forget)} forget items with {m.name} {m.hparams()} -> {out_dir}")
-    write_json(out_dir / "config.json", {"method": m.name, "hparams": m.hparams(), "train": dataclasses.asdict(cfg),
-                                         "model": str(model_dir), "benchmark": str(bench.root),
-                                         "forget_split": bench.forget_split})
-    net = train(net, tok, m, {"forget": bench.forget, "retain": bench.retain}, cfg, out_dir, resume=resume,
-                progress=progress)
-    save_model(net, tok, out_dir / "model")
-    write_json(out_dir / "status.json", {"state": "completed"})
+    if not resume:
+        _clear_run(out_dir)
+    write_json(out_dir / "config.json", run_config)
+    write_json(out_dir / "status.json", {"state": "running"})
+    try:
+        net = train(net, tok, m, {"forget": bench.forget, "retain": bench.retain}, cfg, out_dir, resume=resume,
+                    progress=progress)
+        save_model(merge_lora(net), tok, out_dir / "model")
+    except BaseException as e:  # the loop records its own failures; this covers saving and Ctrl-C
+        if not isinstance(e, Exception) or _status(out_dir) == "running":
+            mark_failed(out_dir, e)
+        raise
+    write_json(out_dir / "status.json", {"state": "completed", "model": "model"})
     return out_dir / "model"
+
+
+# Settings a resumed run may change: they do not alter the result of the steps still to run.
+RESUMABLE_CHANGES = ("train.save_every", "train.loss_bound")
+
+
+def _status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "status.json").read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_resumable(out_dir: Path, run_config: dict) -> None:
+    """Refuse to resume a run folder whose config.json records other settings (a resumed run must be the same run)."""
+    from .errors import ConfigError
+
+    path = out_dir / "config.json"
+    if not path.exists():
+        return  # nothing to resume: the run starts from step 0
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        old = None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path}: not a run configuration (unreadable JSON); cannot resume this folder")
+    old, new = _flatten(old), _flatten(json.loads(dumps(run_config)))
+    differ = []
+    for key in new:
+        if key not in old or key in RESUMABLE_CHANGES:
+            continue  # settings an older version did not record are not held against the run
+        a, b = old[key], new[key]
+        if key in ("model", "benchmark") and isinstance(a, str) and isinstance(b, str):
+            a, b = str(Path(a).resolve()), str(Path(b).resolve())
+        if a != b and key == "data_fingerprint":
+            differ.append(f"the files of benchmark {run_config['benchmark']} changed since the run started")
+        elif a != b:
+            differ.append(f"'{key}' was {old[key]!r}, now {new[key]!r}")
+    if differ:
+        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+        raise ConfigError(f"{path}: --resume needs the settings this folder was run with; {differ[0]}{more}. Use "
+                          f"another --out, or drop --resume to start over")
+
+
+def _clear_run(out_dir: Path) -> None:
+    """Before a fresh run in a folder that held one: remove the earlier run's results, so none can pass for this one's
+    (checkpoints, metrics and the reference cache are cleared by the training loop)."""
+    import shutil
+
+    if not ((out_dir / "status.json").exists() or (out_dir / "config.json").exists()):
+        return
+    shutil.rmtree(out_dir / "model", ignore_errors=True)
+    for name in ("report.json", "report.html", "status.json"):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _weights_fingerprint(model_dir: Path) -> str:
     h = hashlib.sha256()
-    for p in sorted(model_dir.glob("*.safetensors")):
+    for p in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
 def audit(model_dir: str | Path, bench: Benchmark, cfg: AuditConfig | None = None, use_cache: bool = True,
-          progress: bool = True, log=print) -> dict:
+          progress: bool = True, log=print, allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
     """Audit a saved model; the result is cached beside the model, keyed by weights, data and settings."""
     cfg = cfg or AuditConfig()
+    cfg.validate()
     model_dir = Path(model_dir)
-    key = _hash(_weights_fingerprint(model_dir), bench.fingerprint(), bench.forget_split, dataclasses.asdict(cfg))
+    # AUDIT_CACHE_VERSION: a cached audit is one whose inputs passed check_prompts (audits cached before the check are
+    # not reused)
+    key = _hash(_weights_fingerprint(model_dir), bench.fingerprint(), bench.forget_split, dataclasses.asdict(cfg),
+                AUDIT_CACHE_VERSION)
     cache = model_dir / "audits" / f"{key}.json"
     if use_cache and cache.exists():
         log(f"[obliviate] audit of {model_dir}: cached")
         return json.loads(cache.read_text())
     log(f"[obliviate] auditing {model_dir}")
-    net, tok = load_model(model_dir, dtype="auto")
+    net, tok = load_model(model_dir, dtype="auto", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    from .data.validate import check_prompts, model_context
+
+    check_prompts(bench, tok, cfg.max_length, {k: v for k, v in bench.eval_splits().items() if k in cfg.splits},
+                  model_context(net))
     result = audit_model(net, tok, bench, cfg, progress=progress)
     if use_cache:
         write_json(cache, result)

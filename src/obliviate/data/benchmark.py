@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from .formats import SUPPORTED, read_qa
 from .records import QAItem
 
@@ -44,6 +44,14 @@ class Benchmark:
     full: list[QAItem] = field(default_factory=list)
     pretrain: list[QAItem] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    # id(item) -> (file, record number) for every item read from a file, so that an error about an item names its file
+    # and record even in a subset or a re-ordered split (the items are the same objects)
+    origins: dict[int, tuple[Path, int]] = field(default_factory=dict, repr=False, compare=False)
+
+    def where(self, item: QAItem, fallback: str) -> str:
+        """``"path/file.json: record 7"`` for an item read from a file, else ``fallback`` (e.g. ``"forget item 7"``)."""
+        origin = self.origins.get(id(item))
+        return f"{origin[0]}: record {origin[1]}" if origin is not None else fallback
 
     def target_train_items(self, pretrain_repeat: int = 1) -> list[QAItem]:
         """What the target model is fine-tuned on: every author (``full``) plus the general knowledge, the latter
@@ -87,31 +95,38 @@ def load_benchmark(root: str | Path, forget_split: str = "forget10") -> Benchmar
     pct = int(m.group(1))
     digits = len(m.group(1))
     files: list[Path] = []
+    sources: dict[str, Path] = {}
+    origins: dict[int, tuple[Path, int]] = {}
 
-    def read(stem: str, required: bool) -> list[QAItem]:
+    def read(stem: str, required: bool, split: str) -> list[QAItem]:
         p = _find(root, stem)
         if p is None:
             if required:
                 raise DataError(f"{root}: no file for split '{stem}' ({stem}.json, .jsonl, .csv or .parquet)")
             return []
         files.append(p)
-        return read_qa(p)
+        sources[split] = p
+        items = read_qa(p)
+        origins.update((id(it), (p, i)) for i, it in enumerate(items))
+        return items
 
-    forget = read(f"{forget_split}_perturbed", False) or read(forget_split, True)
-    retain = read(f"retain{100 - pct:0{digits}d}", True)
-    holdout = read(f"holdout{pct:0{digits}d}", False)
-    retain_eval = read("retain_perturbed", False) or retain[: len(forget)]
-    utility = {short: read(stem, False) for short, stem in UTILITY_SPLITS.items()}
-    full = read("full", False) or (retain + forget)
-    pretrain = read("pretrain", False)
+    forget = read(f"{forget_split}_perturbed", False, "forget") or read(forget_split, True, "forget")
+    retain = read(f"retain{100 - pct:0{digits}d}", True, "retain")
+    holdout = read(f"holdout{pct:0{digits}d}", False, "holdout")
+    retain_eval = read("retain_perturbed", False, "retain_eval") or retain[: len(forget)]
+    utility = {short: read(stem, False, short) for short, stem in UTILITY_SPLITS.items()}
+    full = read("full", False, "full") or (retain + forget)
+    pretrain = read("pretrain", False, "pretrain")
     forget_q = {it.question + "\x00" + it.answer for it in forget}
-    overlap = sum(1 for it in retain if it.question + "\x00" + it.answer in forget_q)
-    if overlap:
+    shared = [j for j, it in enumerate(retain) if it.question + "\x00" + it.answer in forget_q]
+    if shared:
         import warnings
 
-        warnings.warn(f"{root}: {overlap} retain items also appear in {forget_split}", stacklevel=2)
+        warnings.warn(f"{sources['retain']}: {len(shared)} of {len(retain)} retain items (first: record {shared[0]}) "
+                      f"also appear in {sources['forget'].name}; they are both forgotten and kept", DataWarning,
+                      stacklevel=2)
     return Benchmark(
         name=root.name, root=root, forget_split=forget_split, forget=forget, retain=retain, holdout=holdout,
         retain_eval=retain_eval, utility={k: v for k, v in utility.items() if v}, full=full, pretrain=pretrain,
-        files=files,
+        files=files, origins=origins,
     )

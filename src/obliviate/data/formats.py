@@ -31,6 +31,11 @@ def _located(path: Path, where: str, what: str) -> DataError:
     return DataError(f"{path}: {where}: {what}")
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _parse_json_lines(path: Path, text: str) -> list:
     """Each non-empty line is a JSON object (one record) or a JSON array (many records)."""
     records: list = []
@@ -40,7 +45,9 @@ def _parse_json_lines(path: Path, text: str) -> list:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as e:
-            raise _located(path, f"line {lineno}", f"not valid JSON ({e.msg} at column {e.colno})") from None
+            raise _located(path, f"line {lineno}", f"not valid JSON ({e.msg}, column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # a number too long to convert, nesting too deep
+            raise _located(path, f"line {lineno}", f"not valid JSON ({_first_line(e)})") from None
         if isinstance(value, list):
             records.extend(value)
         else:
@@ -73,7 +80,7 @@ def read_records(path: str | Path) -> list[dict]:
             try:
                 value = json.loads(text)
                 records = value if isinstance(value, list) else [value]
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not one JSON document: one per line, as TOFU's full.json
                 records = _parse_json_lines(path, text)
     for i, record in enumerate(records):
         if not isinstance(record, dict):
@@ -96,8 +103,8 @@ def _read_csv(path: Path, text: str) -> list[dict]:
             elif isinstance(value, str) and value.startswith("[") and value.endswith("]"):
                 try:
                     row[key] = json.loads(value)
-                except json.JSONDecodeError:
-                    pass
+                except (ValueError, RecursionError):
+                    pass  # text that happens to be bracketed
     return rows
 
 
@@ -158,12 +165,24 @@ def qa_from_record(path: Path, i: int, record: dict) -> QAItem:
     )
 
 
+def _check_unique_ids(path: Path, ids: list[str | None]) -> None:
+    """Two records of one file with the same id are an editing mistake that silently skews per-item results."""
+    seen: dict[str, int] = {}
+    for i, rid in enumerate(ids):
+        if rid is None:
+            continue
+        if rid in seen:
+            raise _located(path, f"record {i}", f"field 'id' = {rid!r} repeats record {seen[rid]}; ids must be unique")
+        seen[rid] = i
+
+
 def read_qa(path: str | Path, allow_empty: bool = False) -> list[QAItem]:
     """Read question-answer items from any supported file."""
     path = Path(path)
     items = [qa_from_record(path, i, r) for i, r in enumerate(read_records(path))]
     if not items and not allow_empty:
         raise DataError(f"{path}: holds no records")
+    _check_unique_ids(path, [it.id for it in items])
     return items
 
 
@@ -178,15 +197,20 @@ def read_documents(path: str | Path, allow_empty: bool = False) -> list[Document
         docs.append(Document(text=text, id=None if rid is None else str(rid), entity=None if entity is None else str(entity)))
     if not docs and not allow_empty:
         raise DataError(f"{path}: holds no records")
+    _check_unique_ids(path, [d.id for d in docs])
     return docs
 
 
 def read_lines(path: str | Path) -> list[str]:
     """Plain text, one entry per non-empty line (TOFU's ``idontknow.jsonl`` is such a file despite its name)."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def write_records(path: str | Path, records: list[dict]) -> None:

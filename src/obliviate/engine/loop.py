@@ -20,8 +20,8 @@ from ..config import TrainConfig
 from ..data.collate import PromptFormat, pad_batch
 from ..data.records import QAItem
 from ..errors import DataError, TrainingError
-from ..io import append_jsonl, write_json
-from .pairing import micro_batch_indices, pair_retain
+from ..io import append_jsonl, read_jsonl, write_json, write_text
+from .pairing import Schedule
 from .reference import Reference
 
 
@@ -47,7 +47,40 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
     """Run ``method`` on ``data`` (``{"forget": ..., "retain": ...}`` or ``{"train": ...}``); return the trained model.
 
     ``run_dir`` receives ``metrics.jsonl``, ``checkpoints/`` and ``status.json``. The caller saves the final model.
+    ``status.json`` says ``running`` while the loop runs, ``diverged`` when the loss guard stopped it and ``failed``
+    (with the error) when an exception did; a killed process leaves ``running``. Never ``completed``: the caller writes
+    that once the model is saved.
     """
+    try:
+        return _train(model, tokenizer, method, data, cfg, run_dir, resume, progress, keep_checkpoints)
+    except Exception as e:
+        mark_failed(Path(run_dir), e)
+        raise
+
+
+def mark_failed(run_dir: Path, error: BaseException) -> None:
+    """Record in status.json that the run stopped on ``error`` (a diverged run keeps its own status)."""
+    status_path = run_dir / "status.json"
+    try:
+        if isinstance(error, TrainingError) and json.loads(status_path.read_text()).get("state") == "diverged":
+            return
+    except (OSError, ValueError):
+        pass
+    if not run_dir.is_dir():
+        return
+    try:  # best effort: never hide the error being reported
+        last = read_jsonl(run_dir / "metrics.jsonl")
+        message = (str(error).strip().splitlines() or [""])[0]
+        ckpt = latest_checkpoint(run_dir)
+        write_json(status_path, {"state": "failed", "step": last[-1].get("step", 0) if last else 0,
+                                 "error": f"{type(error).__name__}: {message}".rstrip(": "),
+                                 "last_checkpoint": str(ckpt) if ckpt else None})
+    except Exception:
+        pass
+
+
+def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bool, progress: bool,
+           keep_checkpoints: int):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -60,6 +93,9 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
         raise DataError(f"the {primary} split is empty: nothing to train on")
     if method.uses_retain and not data.get("retain"):
         raise DataError(f"method {method.name} needs a retain split, and it is empty")
+    if not resume:  # a fresh run: nothing of an earlier run in this folder may be resumed or reused
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        (run_dir / "reference_cache.safetensors").unlink(missing_ok=True)
 
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
@@ -67,6 +103,7 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
     data = method.setup(model, tokenizer, dict(data))
     if not method.trains:
         method.apply(model, tokenizer, data, cfg, run_dir)
+        method.finish(model)
         if accelerator.is_main_process:
             write_json(run_dir / "status.json", {"state": "trained", "step": 0, "total_steps": 0})
         return model
@@ -81,7 +118,10 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
     pad_id = tokenizer.pad_token_id
     n = len(enc[primary])
     world, rank = accelerator.num_processes, accelerator.process_index
-    per_epoch = -(-n // (cfg.batch_size * world))
+    retained = data.get("retain") or []
+    schedule = Schedule(cfg.pairing, n, len(retained), cfg.seed, [it.entity for it in data[primary]],
+                        [it.entity for it in retained])
+    per_epoch = -(-schedule.epoch_length // (cfg.batch_size * world))
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
 
     ref_mode = method.needs_reference()
@@ -103,9 +143,11 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
         state = json.loads((ckpt / "trainer_state.json").read_text())
         step = state["step"]
         method.load_state_dict(state.get("method_state", {}))
-        if metrics_path.exists():  # drop lines logged after the checkpoint
-            lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-            metrics_path.write_text("".join(ln + "\n" for ln in lines))
+        if metrics_path.exists() and accelerator.is_main_process:  # drop lines logged after the checkpoint
+            n_kept = sum(1 for r in read_jsonl(metrics_path) if r.get("step", 0) <= step)  # skips a cut-off last line
+            lines = metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
+            write_text(metrics_path, "".join(ln if ln.endswith("\n") else ln + "\n"
+                                             for ln in [x for x in lines if x.strip()][:n_kept]))
     elif metrics_path.exists() and accelerator.is_main_process:
         metrics_path.unlink()
     if accelerator.is_main_process:
@@ -123,12 +165,11 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
         logs_acc: dict[str, float] = {}
         for k in range(cfg.grad_accum):
             micro = step * cfg.grad_accum + k
-            epoch, idx = micro_batch_indices(micro, n, cfg.batch_size, world, rank, cfg.seed)
+            _, idx, retain_idx = schedule.micro_batch(micro, cfg.batch_size, world, rank)
             batch = {}
             for name in enc:
                 if name == "retain":
-                    pairs = pair_retain(cfg.pairing, n, len(enc["retain"]), cfg.seed, epoch)
-                    batch["retain"] = batch_of("retain", pairs[idx])
+                    batch["retain"] = batch_of("retain", retain_idx)
                 else:  # the primary stream and any stream aligned with it
                     batch[name] = batch_of(name, idx)
             with accelerator.accumulate(model):
@@ -138,7 +179,7 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
                     last = latest_checkpoint(run_dir)
                     write_json(run_dir / "status.json", {"state": "diverged", "step": step, "loss": str(value)})
                     raise TrainingError(f"step {step + 1}: loss is {value} (bound {cfg.loss_bound}); run stopped, "
-                                        f"last good checkpoint: {last or 'none'}")
+                                        f"last good checkpoint: {last or 'none'} (lower --lr, or raise --loss-bound)")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -159,11 +200,16 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
             _save_checkpoint(accelerator, run_dir, step, method, keep_checkpoints)
     bar.close()
     accelerator.wait_for_everyone()
-    return accelerator.unwrap_model(model)
+    model = accelerator.unwrap_model(model)
+    method.finish(model)
+    return model
 
 
 def _save_checkpoint(accelerator, run_dir: Path, step: int, method, keep: int) -> None:
     out = run_dir / "checkpoints" / f"step-{step}"
+    if accelerator.is_main_process and out.exists():  # left half-written by a killed run: start it afresh
+        shutil.rmtree(out)
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(out), safe_serialization=True)
     if accelerator.is_main_process:
         # trainer_state.json is written last: a checkpoint without it is incomplete and ignored on resume

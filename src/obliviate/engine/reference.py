@@ -28,6 +28,33 @@ def sequence_logprobs_of(model, encs: list[Encoded], pad_id: int, batch_size: in
     return out
 
 
+def _data_key(encodings: dict[str, list[Encoded]], streams) -> str:
+    """A hash of the token ids the cache covers: a cache file made for other data (or another tokenizer) is not used."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in streams:
+        h.update(f"{name}:{len(encodings.get(name, []))};".encode())
+        for e in encodings.get(name, []):
+            h.update(repr((e.input_ids, e.labels)).encode())
+    return h.hexdigest()[:16]
+
+
+def _load_cache(cache_file, key: str) -> dict[str, torch.Tensor] | None:
+    """The cached log-probs if the file exists, is readable and was made for the same data; else None (recompute)."""
+    if not Path(cache_file).exists():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(cache_file), framework="pt") as f:
+            if (f.metadata() or {}).get("data_key") != key:
+                return None
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception:  # a damaged cache is only a cache
+        return None
+
+
 class Reference:
     """What a method may ask of the frozen starting model: cached sequence log-probs, or live logits."""
 
@@ -39,10 +66,10 @@ class Reference:
         if mode == "none":
             return
         device = next(model.parameters()).device
-        if cache_file is not None and Path(cache_file).exists():
-            from safetensors.torch import load_file
-
-            self.cache = load_file(str(cache_file))
+        key = _data_key(encodings or {}, streams)
+        cached = _load_cache(cache_file, key) if cache_file is not None else None
+        if cached is not None:
+            self.cache = cached
         else:
             was_training = model.training
             model.eval()
@@ -55,7 +82,7 @@ class Reference:
                 from ..io import atomic_path
 
                 with atomic_path(cache_file) as tmp:
-                    save_file(self.cache, str(tmp))
+                    save_file(self.cache, str(tmp), metadata={"data_key": key})
         if mode == "model":
             self.model = copy.deepcopy(model).eval()
             for p in self.model.parameters():

@@ -2,10 +2,12 @@
 
 from . import finetune, grad_ascent, grad_diff, npo, simnpo  # noqa: F401  (each registers itself)
 from .base import METHODS, Method, hyperparameters, make_method, register
-from .losses import kl_to_reference, npo_loss, retain_loss, simnpo_loss
+from .losses import (ceu_loss, dpo_loss, idk_dpo_loss, kl_to_reference, npo_loss, pdu_forget_loss, retain_loss,
+                     rmu_act_loss, satimp_loss, simnpo_loss, task_vector_negation, undial_loss, wga_loss, whp_loss)
 
-__all__ = ["METHODS", "Method", "hyperparameters", "kl_to_reference", "make_method", "npo_loss", "register",
-           "retain_loss", "simnpo_loss"]
+__all__ = ["METHODS", "Method", "ceu_loss", "dpo_loss", "hyperparameters", "idk_dpo_loss", "kl_to_reference",
+           "make_method", "npo_loss", "pdu_forget_loss", "register", "retain_loss", "rmu_act_loss", "satimp_loss",
+           "simnpo_loss", "task_vector_negation", "undial_loss", "wga_loss", "whp_loss"]
 
 
 def unlearning_methods() -> dict[str, type[Method]]:

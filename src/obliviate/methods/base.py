@@ -63,6 +63,9 @@ class Method:
         """For methods with ``trains = False``: edit ``model`` in place instead of a training loop."""
         raise NotImplementedError
 
+    def finish(self, model) -> None:
+        """Called once on the trained (or edited) model before it is returned: merge adapters, remove hooks."""
+
     def needs_reference(self) -> str:
         """What this configured instance needs from the frozen model (subclasses may depend on hyperparameters)."""
         return self.reference

@@ -60,13 +60,20 @@ def ensure_pad_token(tokenizer, model=None) -> None:
 
 def load_model(spec: str | Path, dtype: str | torch.dtype | None = "auto", device: str | torch.device | None = None,
                trust_remote_code: bool = False, allow_pickle: bool = False):
-    """Load ``(model, tokenizer)`` from a local folder, a ``.gguf`` file or a hub id, in eval mode on ``device``."""
+    """Load ``(model, tokenizer)`` from a local folder, a ``.gguf`` file, the alias ``smollm2-135m`` or a hub id, in eval
+    mode on ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
     device = torch.device(device) if device is not None else default_device()
     torch_dtype = _parse_dtype(dtype, device)
     spec = str(spec)
+    from .smollm2 import ensure_converted, is_alias
+
+    if is_alias(spec):  # a built-in alias: the packaged GGUF, converted once to a cached safetensors folder
+        import sys
+
+        spec = str(ensure_converted(log=lambda msg: print(msg, file=sys.stderr)))
     path = Path(spec).expanduser()
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     if path.suffix == ".gguf":
@@ -96,6 +103,14 @@ def load_model(spec: str | Path, dtype: str | torch.dtype | None = "auto", devic
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{spec}: could not load the model ({first})") from None
+    except Exception as e:  # a damaged weights file, an unknown architecture, remote code not allowed: the user's files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        hint = "; pass --trust-remote-code if you trust its code" if "trust_remote_code" in str(e) else ""
+        raise ModelError(f"{spec}: could not load the model ({type(e).__name__}: {first[:300]}){hint}") from None
+    if tokenizer.eos_token_id is None:
+        what = "neither a pad nor an EOS token" if tokenizer.pad_token_id is None else "no EOS token"
+        raise ModelError(f"{spec}: tokenizer has {what} (field 'eos_token' of tokenizer_config.json); obliviate ends "
+                         f"every answer with EOS")
     ensure_pad_token(tokenizer, model)
     model.to(device).eval()
     return model, tokenizer
@@ -113,7 +128,11 @@ def save_model(model, tokenizer, out_dir: str | Path) -> Path:
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
+    old = out.with_name(f".{out.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():  # moved aside, not deleted, until the new folder is in place
+        os.replace(out, old)
     os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
