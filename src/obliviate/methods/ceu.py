@@ -1,0 +1,43 @@
+"""CE-U: cross-entropy to the model's own distribution with the answer token removed (Yang 2025).
+
+"CE-U: Cross Entropy Unlearning".
+
+    q_t = softmax(z_t with z_t[y_t] := -inf)     (detached: the model's own distribution without the answer token)
+    L_f = mean over answer positions after the first n of CE(p_theta,t, q_t)
+    L   = gamma * L_f + alpha * L_retain
+
+The gradient p - q lowers the answer token and keeps the others in their current proportions; it stays bounded as
+p(y_t) -> 0, unlike gradient ascent. The first ``ignore_first_n`` answer tokens are left alone. Defaults
+(open-unlearning CEU): ignore_first_n 1, gamma 1, no retain term (alpha 0); lr 1e-5.
+"""
+
+from dataclasses import dataclass
+
+from ..logprobs import forward_logits
+from .base import Method, register
+from .losses import RETAIN_LOSSES, ceu_loss, retain_loss
+
+
+@register("CEU")
+@dataclass
+class CEU(Method):
+    ignore_first_n: int = 1
+    gamma: float = 1.0
+    alpha: float = 0.0
+    retain_loss: str = "nll"
+
+    bounds = {"ignore_first_n": (0, None), "gamma": (0, None), "alpha": (0, None)}
+    choices = {"retain_loss": RETAIN_LOSSES}
+
+    @property
+    def uses_retain(self):
+        return self.alpha > 0 and self.retain_loss != "none"
+
+    def needs_reference(self):
+        return "model" if self.uses_retain and self.retain_loss == "kl" else "none"
+
+    def loss(self, model, batch, ref):
+        f = batch["forget"]
+        forget = ceu_loss(forward_logits(model, f), f["labels"], self.ignore_first_n)
+        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
+        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item()}

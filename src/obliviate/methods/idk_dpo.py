@@ -1,0 +1,56 @@
+"""IdkDPO: DPO preferring an "I don't know" answer to the true one (TOFU, Maini et al. 2024).
+
+TOFU (arXiv 2401.06121), after DPO (Rafailov et al. 2023), with open-unlearning's 2/beta scaling.
+
+    r_w = log pi_theta(y_idk|x) - log pi_ref(y_idk|x),   r_l = log pi_theta(y|x) - log pi_ref(y|x)   (sequence sums)
+    L_f = -(2/beta) * mean_batch log sigmoid(beta * (r_w - r_l))
+    L   = gamma * L_f + alpha * L_retain
+
+pi_ref is the frozen starting model; its log-probs of both answers are cached once (streams ``forget`` and
+``forget_idk``). The refusals come from ``idk_file`` as in IdkNLL. Defaults (open-unlearning DPO): beta 0.1, gamma 1,
+alpha 1, retain NLL.
+"""
+
+from dataclasses import dataclass
+
+from ..logprobs import forward_logits, sequence_logprob
+from .base import Method, register
+from .idk_nll import idk_stream
+from .losses import RETAIN_LOSSES, dpo_loss, retain_loss
+
+
+@register("IdkDPO")
+@dataclass
+class IdkDPO(Method):
+    beta: float = 0.1
+    gamma: float = 1.0
+    alpha: float = 1.0
+    retain_loss: str = "nll"
+    idk_file: str = ""
+    seed: int = 0
+
+    reference = "logprobs"
+    reference_streams = ("forget", "forget_idk")
+    bounds = {"beta": (1e-6, None), "gamma": (0, None), "alpha": (0, None)}
+    choices = {"retain_loss": RETAIN_LOSSES}
+
+    @property
+    def uses_retain(self):
+        return self.alpha > 0 and self.retain_loss != "none"
+
+    def needs_reference(self):
+        return "model" if self.uses_retain and self.retain_loss == "kl" else "logprobs"
+
+    def setup(self, model, tokenizer, data):
+        return {**data, "forget_idk": idk_stream(data["forget"], self.idk_file, self.seed)}
+
+    def loss(self, model, batch, ref):
+        f, w = batch["forget"], batch["forget_idk"]
+        lose, _ = sequence_logprob(forward_logits(model, f), f["labels"])
+        win, _ = sequence_logprob(forward_logits(model, w), w["labels"])
+        ref_win, ref_lose = ref.sequence_logprob("forget_idk", w), ref.sequence_logprob("forget", f)
+        forget = dpo_loss(win, lose, ref_win, ref_lose, self.beta)
+        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
+        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item(),
+                                                      "forget_logprob": lose.mean().item(),
+                                                      "idk_logprob": win.mean().item()}

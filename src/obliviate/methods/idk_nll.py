@@ -1,0 +1,53 @@
+"""IdkNLL: fine-tune the forget questions towards "I don't know" answers (TOFU, Maini et al. 2024).
+
+    L = gamma * NLL_mean(x_f, y_idk) + alpha * L_retain
+
+Each forget item gets one refusal y_idk, drawn once (seeded) from ``idk_file`` (default: the 100 refusals shipped in
+``obliviate/resources/idontknow.txt``; TOFU's ``idontknow.jsonl`` works too) and added in ``setup`` as the aligned
+stream ``forget_idk``. Defaults: gamma 1, alpha 1, retain NLL.
+"""
+
+import random
+from dataclasses import dataclass
+
+from ..data.records import QAItem
+from ..logprobs import forward_logits, nll_mean
+from ..resources import idk_answers
+from .base import Method, register
+from .losses import RETAIN_LOSSES, retain_loss
+
+
+def idk_stream(forget: list[QAItem], idk_file: str, seed: int) -> list[QAItem]:
+    """One "I don't know" answer per forget question, drawn with a seeded generator."""
+    answers = idk_answers(idk_file or None)
+    rng = random.Random(seed)
+    return [QAItem(question=it.question, answer=rng.choice(answers), entity=it.entity, id=it.id) for it in forget]
+
+
+@register("IdkNLL")
+@dataclass
+class IdkNLL(Method):
+    gamma: float = 1.0
+    alpha: float = 1.0
+    retain_loss: str = "nll"
+    idk_file: str = ""
+    seed: int = 0
+
+    bounds = {"gamma": (0, None), "alpha": (0, None)}
+    choices = {"retain_loss": RETAIN_LOSSES}
+
+    @property
+    def uses_retain(self):
+        return self.alpha > 0 and self.retain_loss != "none"
+
+    def needs_reference(self):
+        return "model" if self.uses_retain and self.retain_loss == "kl" else "none"
+
+    def setup(self, model, tokenizer, data):
+        return {**data, "forget_idk": idk_stream(data["forget"], self.idk_file, self.seed)}
+
+    def loss(self, model, batch, ref):
+        idk = batch["forget_idk"]
+        forget = nll_mean(forward_logits(model, idk), idk["labels"])
+        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
+        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item()}
