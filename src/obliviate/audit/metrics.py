@@ -130,3 +130,55 @@ def model_utility(values: Sequence[float]) -> float:
     if any(v <= 0 for v in values):
         return 0.0
     return float(hmean(values))
+
+
+# --- membership inference, relearning, memorisation (added for the certification battery) -----------------------------
+
+def loss_score(lp: Sequence[float]) -> float:
+    """LOSS attack: the mean token NLL of the target text. Higher = less likely a member (open-unlearning's sign)."""
+    return -mean_logprob(lp)
+
+
+def zlib_score(lp: Sequence[float], text: str) -> float:
+    """zlib attack: mean token NLL divided by the length in bytes of the zlib-compressed target text."""
+    import zlib
+
+    return loss_score(lp) / len(zlib.compress(text.encode("utf-8")))
+
+
+def reference_score(lp: Sequence[float], lp_reference: Sequence[float]) -> float:
+    """Reference attack: mean NLL under the audited model minus mean NLL under a reference model on the same text."""
+    return loss_score(lp) - loss_score(lp_reference)
+
+
+def tpr_at_fpr(member_scores: Sequence[float], nonmember_scores: Sequence[float], fpr: float = 0.01) -> float:
+    """The largest fraction of members flagged by a threshold that flags at most ``fpr`` of non-members.
+
+    Scores are signed 'higher = less likely a member' (as every attack here); a sample is flagged when its score is at
+    most the threshold. With n non-members, a 1% FPR allows floor(0.01 n) false positives (none below 100).
+    """
+    members = np.asarray(member_scores, float)
+    non = np.asarray(nonmember_scores, float)
+    if not len(members) or not len(non):
+        return float("nan")
+    best = 0.0
+    for t in np.unique(np.concatenate([members, non])):
+        if np.mean(non <= t) <= fpr:
+            best = max(best, float(np.mean(members <= t)))
+    return best
+
+
+def rouge_l_f1(generation: str, reference: str) -> float:
+    """ROUGE-L F1 of a generation against the reference (rouge-score, Porter stemmer), as MUSE reports."""
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return float(_ROUGE.score(reference, generation)["rougeL"].fmeasure)
+
+
+def recovery_rate(after: float, unlearned: float, original: float) -> float:
+    """Relearning recovery R = (after - unlearned) / (original - unlearned): 0 = nothing came back, 1 = all of it."""
+    gap = original - unlearned
+    return float("nan") if abs(gap) < EPS else (after - unlearned) / gap
