@@ -1,0 +1,288 @@
+"""``obliviate bench``: many methods (and hyperparameter grids) on one benchmark, fixed seeds, one results table.
+
+The target and the oracle are fine-tuned once (``pipeline.finetune``, cached) and audited once; every run unlearns from
+the same target with ``pipeline.unlearn``, is audited with ``pipeline.audit`` and compared with the oracle
+(``audit.compare_to_oracle``). Each run lives in ``out/runs/<method>-<key>``; a run whose folder already holds a
+completed model for the same settings is not run again, so an interrupted bench picks up where it stopped
+(``force=True`` reruns everything). A method that fails (bad hyperparameter, diverged loss) gets a row saying why.
+
+Writes ``out/bench.json`` (every row and the settings), ``out/results.md`` (the table), ``out/report.html`` when the
+report package provides ``render_bench_report``, and, when asked, a Markdown file elsewhere (``markdown``): the part
+of that file above the line ``<!-- bench:end -->`` is replaced and what follows it (a hand-written reading) is kept.
+
+Columns: forget quality (KS test of forget truth ratios against the oracle's; higher is better), model utility
+(harmonic mean of the utility metrics; higher), privleak (Min-K% AUC against the oracle's, in %; closer to 0),
+forget ROUGE-L recall and forget answer probability (lower), seconds per optimizer step (training methods) and
+seconds for the whole unlearning run (load to save, including set-up such as reference caches or factors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audit import compare_to_oracle
+from .config import AuditConfig, TrainConfig
+from .data.benchmark import Benchmark
+from .errors import ConfigError, ObliviateError
+from .io import dumps, write_json
+
+# Settings under which each method does something sensible on the demo's tiny model (4 layers, hidden 192) and the
+# synthetic benchmark; used for that model unless ``presets=False``. Keys "train.X" set TrainConfig fields.
+TINY_PRESETS: dict[str, dict] = {
+    "NPO": {"alpha": 5.0},
+    "RMU": {"layer": 2, "alpha": 1.0, "steering_coeff": 2.0},
+    "ReVa": {"layer": 2, "alpha": 1.0, "steering_coeff": 2.0},
+    "ReGLU": {"rank": 8, "rol_rank": 16, "train.lr": 1e-3},
+    "KFADE": {"trust_region": "measured", "step_size": 0.01, "steps": 5, "kl_samples": 32},
+    "GU": {"last_layers": 0},
+    "Scope": {"inner_hp": "alpha=5"},
+    "OFMU": {"forget_loss": "ga", "rho": 0.1},
+}
+MARKER = "<!-- bench:end -->"
+TABLE_COLUMNS = [("forget_quality", "forget quality ↑"), ("model_utility", "model utility ↑"),
+                 ("privleak", "privleak →0"), ("forget_rouge", "forget ROUGE ↓"), ("forget_prob", "forget prob ↓"),
+                 ("time_per_step_s", "s/step"), ("unlearn_s", "run s")]
+
+
+@dataclass
+class BenchRun:
+    """One row to produce: a method, its hyperparameters, TrainConfig overrides and the seed."""
+
+    method: str
+    hparams: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    seed: int = 0
+    grid_keys: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        shown = {k: v for k, v in {**self.hparams, **{f"train.{k}": v for k, v in self.train.items()}}.items()
+                 if k in self.grid_keys}
+        extra = ",".join(f"{k}={v}" for k, v in shown.items())
+        seed = f" seed={self.seed}" if "seed" in self.grid_keys else ""
+        return f"{self.method}{' ' + extra if extra else ''}{seed}"
+
+    def key(self) -> str:
+        return hashlib.sha256(dumps([self.method, self.hparams, self.train, self.seed], indent=None).encode()
+                              ).hexdigest()[:10]
+
+
+def _split_settings(method: str, settings: dict) -> tuple[dict, dict]:
+    """Method hyperparameters and TrainConfig overrides ("train.lr") from one mapping, checked by name."""
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    hp, tr = {}, {}
+    for k, v in settings.items():
+        if k.startswith("train."):
+            name = k[len("train."):]
+            if name not in train_fields:
+                raise ConfigError(f"bench: {method}: unknown training option '{name}' (known: {', '.join(train_fields)})")
+            default = getattr(TrainConfig(), name)
+            try:
+                tr[name] = type(default)(v) if not isinstance(default, str) else str(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"bench: {method}: training option '{name}' = {v!r} is not a number") from None
+        else:
+            hp[k] = v
+    return hp, tr
+
+
+def plan(methods: list[str], hparams: dict[str, dict] | None = None, grids: dict[str, dict[str, list]] | None = None,
+         seeds: list[int] = (0,), presets: dict[str, dict] | None = None) -> list[BenchRun]:
+    """Expand methods x grid points x seeds into runs; validates every method and hyperparameter before anything runs.
+
+    ``hparams[method]`` fixes values, ``grids[method]`` maps a key to the list of values to try (cartesian product over
+    keys), ``presets[method]`` gives defaults that both override. Method names are case-insensitive.
+    """
+    from .methods import METHODS, hyperparameters, make_method
+
+    hparams = {k.lower(): v for k, v in (hparams or {}).items()}
+    grids = {k.lower(): v for k, v in (grids or {}).items()}
+    presets = {k.lower(): v for k, v in (presets or {}).items()}
+    unknown = [m for m in list(hparams) + list(grids) if m not in {x.lower() for x in methods}]
+    if unknown:
+        raise ConfigError(f"bench: settings given for method(s) not in the run list: {', '.join(sorted(set(unknown)))}")
+    runs = []
+    for name in methods:
+        cls = METHODS.get(name.lower())
+        if cls is None:
+            make_method(name)  # raises the standard "unknown method" error
+        fixed = {**presets.get(name.lower(), {}), **hparams.get(name.lower(), {})}
+        grid = grids.get(name.lower(), {})
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+            settings = {**fixed, **dict(zip(keys, combo))}
+            hp, tr = _split_settings(cls.name, settings)
+            for seed in seeds:
+                full_hp = dict(hp)
+                if "seed" in hyperparameters(cls) and "seed" not in hp:
+                    full_hp["seed"] = seed
+                make_method(cls.name, **full_hp)  # validate now, not after an hour of other runs
+                runs.append(BenchRun(cls.name, full_hp, tr, seed,
+                                     tuple(keys) + (("seed",) if len(seeds) > 1 else ())))
+    return runs
+
+
+def _finished(run_dir: Path, config: dict) -> bool:
+    """Whether ``run_dir`` holds a completed run of exactly these settings."""
+    try:
+        done = json.loads((run_dir / "bench_run.json").read_text())
+        status = json.loads((run_dir / "status.json").read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return status == "completed" and done.get("config") == json.loads(dumps(config)) and (run_dir / "model").is_dir()
+
+
+def _time_per_step(run_dir: Path) -> tuple[float | None, int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None, 0
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    lines = [x for x in lines if "elapsed_s" in x]
+    if not lines:
+        return None, 0
+    last = lines[-1]
+    return last["elapsed_s"] / max(last["step"], 1), int(last["step"])
+
+
+def _row_metrics(metrics: dict) -> dict:
+    return {"forget_quality": metrics.get("forget_quality"), "model_utility": metrics.get("model_utility"),
+            "privleak": metrics.get("privleak"), "forget_rouge": metrics.get("forget_Q_A_ROUGE"),
+            "forget_prob": metrics.get("forget_Q_A_Prob"), "retain_prob": metrics.get("retain_Q_A_Prob")}
+
+
+def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train_cfg: TrainConfig | None = None,
+              audit_cfg: AuditConfig | None = None, model: str = "tiny", finetune_cfg: TrainConfig | None = None,
+              tiny=None, force: bool = False, markdown: str | Path | None = None, command: str = "",
+              models: dict[str, Path] | None = None, progress: bool = True, log=print) -> list[dict]:
+    """Run every ``BenchRun`` from the benchmark's target; write bench.json, results.md (and report.html).
+
+    ``models`` ({"target": dir, "oracle": dir}) skips fine-tuning and uses those models instead.
+    """
+    from .pipeline import DEMO_UNLEARN, audit, finetune, unlearn
+
+    out = Path(out_dir)
+    base = train_cfg or DEMO_UNLEARN
+    acfg = audit_cfg or AuditConfig()
+    models = models or finetune(bench, model, cfg=finetune_cfg, tiny=tiny, progress=progress, log=log)
+    refs = {name: audit(models[name], bench, acfg, progress=progress, log=log) for name in ("target", "oracle")}
+    for r in refs.values():
+        compare_to_oracle(r, refs["oracle"])
+    rows = [{"method": name, "reference": True, **_row_metrics(refs[name]["metrics"]), "status": "ok"}
+            for name in ("target", "oracle")]
+    t_bench = time.time()
+    for i, run in enumerate(runs):
+        cfg = dataclasses.replace(base, **{**run.train, "seed": run.seed})
+        run_dir = out / "runs" / f"{run.method}-{run.key()}"
+        row = {"method": run.label, "base_method": run.method,
+               "settings": ",".join(f"{k}={v}" for k, v in run.hparams.items()),
+               "train": {k: getattr(cfg, k) for k in ("lr", "epochs", "max_steps", "batch_size", "scheduler")},
+               "seed": run.seed, "hparams": run.hparams, "run_dir": str(run_dir)}
+        log(f"[obliviate] bench {i + 1}/{len(runs)}: {run.label}")
+        config = {"method": run.method, "hparams": run.hparams, "train": dataclasses.asdict(cfg),
+                  "model": str(models["target"])}
+        done = run_dir / "bench_run.json"
+        try:
+            if not force and _finished(run_dir, config):
+                unlearn_s = json.loads(done.read_text())["unlearn_s"]
+                log(f"[obliviate] {run.label}: using the finished run in {run_dir}")
+            else:
+                done.unlink(missing_ok=True)
+                t0 = time.time()
+                unlearn(models["target"], bench, run.method, run.hparams, cfg, run_dir, progress=progress, log=log)
+                unlearn_s = time.time() - t0
+                write_json(done, {"config": config, "unlearn_s": unlearn_s})
+            result = audit(run_dir / "model", bench, acfg, progress=progress, log=log)
+            compare_to_oracle(result, refs["oracle"])
+            per_step, steps = _time_per_step(run_dir)
+            row.update(_row_metrics(result["metrics"]))
+            row.update({"steps": steps, "time_per_step_s": per_step, "unlearn_s": round(unlearn_s, 2), "status": "ok"})
+        except Exception as e:  # one broken run must not end the bench; its row says why
+            why = str(e) if isinstance(e, ObliviateError) else f"{type(e).__name__}: {e}"
+            log(f"[obliviate] {run.label}: failed: {why}")
+            row.update({"status": f"failed: {why}"})
+        rows.append(row)
+        _write_outputs(out, rows, bench, base, acfg, model, command, markdown, time.time() - t_bench, final=False)
+    _write_outputs(out, rows, bench, base, acfg, model, command, markdown, time.time() - t_bench, final=True)
+    return rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
+            return f"{v:.1e}"
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ["method", "settings", *(title for _, title in TABLE_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS)) + "|"]
+    for r in rows:
+        name = f"*{r['method']}* (reference)" if r.get("reference") else r["method"]
+        if r.get("status", "ok") != "ok":
+            lines.append(f"| {name} | {r.get('settings', '')} | {r['status']} |" + " |" * (len(TABLE_COLUMNS) - 1))
+            continue
+        settings = (r.get("settings") or "").replace("|", "\\|") or "defaults"
+        if r.get("reference"):
+            settings = "before unlearning" if r["method"] == "target" else "retrained without the forget set"
+        cells = [name, settings, *(_fmt(r.get(k)) for k, _ in TABLE_COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_markdown(rows, bench: Benchmark, cfg: TrainConfig, acfg: AuditConfig, model: str, command: str,
+                     seconds: float) -> str:
+    n = sum(1 for r in rows if not r.get("reference"))
+    train = (f"lr {cfg.lr}, {cfg.epochs:g} epochs" if not cfg.max_steps else f"lr {cfg.lr}, {cfg.max_steps} steps")
+    return "\n".join([
+        f"# Bench: {bench.name} ({bench.forget_split})",
+        "",
+        f"{n} runs on model `{model}`, unlearning from the same fine-tuned target: {train}, batch size {cfg.batch_size}, "
+        f"{cfg.scheduler} schedule, seed(s) as listed; audit with{'out' if not acfg.generate else ''} generation. "
+        f"Bench time {seconds / 60:.1f} min.",
+        "",
+        f"Regenerate with: `{command}`" if command else "",
+        "",
+        markdown_table(rows),
+        "",
+        "forget quality: KS-test p-value of forget truth ratios against the oracle's (higher is better; the oracle is 1). "
+        "model utility: harmonic mean of retain and general-knowledge probability, ROUGE and truth ratio (higher). "
+        "privleak: relative Min-K% membership AUC against the oracle's, in % (closer to 0). "
+        "s/step: seconds per optimizer step; run s: the whole unlearning run (set-up, reference caches, factors "
+        "included). Settings list every hyperparameter changed from the method's defaults.",
+        "",
+    ])
+
+
+def _write_outputs(out: Path, rows, bench, cfg, acfg, model, command, markdown, seconds, final: bool) -> None:
+    from .io import write_text
+
+    write_json(out / "bench.json", {"benchmark": str(bench.root), "forget_split": bench.forget_split, "model": model,
+                                    "train": dataclasses.asdict(cfg), "audit": dataclasses.asdict(acfg),
+                                    "command": command, "seconds": round(seconds, 1), "complete": final, "rows": rows})
+    text = results_markdown(rows, bench, cfg, acfg, model, command, seconds)
+    write_text(out / "results.md", text)
+    if not final:
+        return
+    if markdown:
+        path = Path(markdown)
+        tail = ""
+        if path.exists():
+            old = path.read_text(encoding="utf-8")
+            if MARKER in old:
+                tail = old[old.index(MARKER) + len(MARKER):]
+        write_text(path, text + "\n" + MARKER + (tail if tail else "\n"))
+    try:
+        from .report.html import render_bench_report
+    except ImportError:
+        return
+    flat = [{k: v for k, v in r.items() if not isinstance(v, dict) and k not in ("run_dir",)} for r in rows]
+    render_bench_report(out, flat)
