@@ -90,3 +90,25 @@ def test_bad_coreset_options():
         select_coreset(None, None, [1, 2], 0.0, "random")
     with pytest.raises(ConfigError, match="strategy"):
         select_coreset(None, None, [1, 2], 0.5, "kmeans")
+
+
+def test_unlearn_command_trains_on_the_coreset(small_bench_dir, small_bench, target_path, tmp_path, capsys):
+    """`unlearn --coreset mink --coreset-fraction 0.3`: 3 of the 10 forget items, the most memorised, are trained on."""
+    import json
+
+    from obliviate.cli import main
+    from obliviate.models import load_model
+
+    out = tmp_path / "run"
+    rc = main(["unlearn", "--data", str(small_bench_dir), "--model", str(target_path), "--method", "GradAscent",
+               "--coreset", "mink", "--coreset-fraction", "0.3", "--max-steps", "1", "--batch-size", "2",
+               "--out", str(out)])
+    assert rc == 0
+    assert json.loads((out / "config.json").read_text())["coreset"] == {"strategy": "mink", "fraction": 0.3}
+    model, tok = load_model(target_path, dtype="fp32", device="cpu")
+    expected = select_coreset(model, tok, small_bench.forget, 0.3, "mink")
+    assert f"coreset: {len(expected)} of {len(small_bench.forget)} forget items by mink" in capsys.readouterr().out
+    assert len(expected) == 3
+    rc = main(["unlearn", "--data", str(small_bench_dir), "--model", str(target_path), "--method", "GradAscent",
+               "--coreset", "mink", "--coreset-fraction", "1.5", "--out", str(tmp_path / "bad"), "--quiet"])
+    assert rc == 2 and not (tmp_path / "bad" / "config.json").exists()

@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_safety_options(un)
     un.add_argument("--lora-r", type=int, default=0, help="train LoRA adapters of this rank (merged on save); 0 = off")
     un.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scaling alpha (default 16)")
+    un.add_argument("--coreset", choices=["random", "mink", "gradnorm", "moderate"],
+                    help="train on a coreset of the forget split chosen by this score (the audit still uses all of it)")
+    un.add_argument("--coreset-fraction", type=float, default=0.1, help="share of the forget split kept (default 0.1)")
     _add_train_options(un, DEMO_UNLEARN)
     _add_audit_options(un)
 
@@ -369,7 +372,8 @@ def cmd_unlearn(args) -> int:
         results = {"target": audit(args.model, bench, acfg, progress=not args.quiet, **_safety(args)),
                    "oracle": audit(args.oracle, bench, acfg, progress=not args.quiet, **_safety(args))}
     out = unlearn(args.model, bench, args.method, _hparams(args), cfg, args.out, resume=args.resume,
-                  progress=not args.quiet, lora=lora, **_safety(args))
+                  progress=not args.quiet, lora=lora, coreset=(args.coreset, args.coreset_fraction) if args.coreset
+                  else None, **_safety(args))
     print(f"unlearned model: {out}")
     if args.oracle:
         results["unlearned"] = audit(out, bench, acfg, progress=not args.quiet)

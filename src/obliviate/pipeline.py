@@ -20,6 +20,7 @@ from .config import AuditConfig, TrainConfig
 from .data.benchmark import Benchmark
 from .data.collate import PLAIN_TEMPLATE
 from .engine import train
+from .errors import ConfigError
 from .io import dumps, write_json
 from .methods import make_method
 from .models import TinyConfig, load_model, save_model, tiny_from_texts
@@ -104,7 +105,8 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
 
 def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict | None, cfg: TrainConfig,
             out_dir: str | Path, resume: bool = False, progress: bool = True, log=print,
-            lora: dict | None = None, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+            lora: dict | None = None, allow_pickle: bool = False, trust_remote_code: bool = False,
+            coreset: tuple[str, float] | None = None) -> Path:
     """Unlearn the benchmark's forget split from ``model_dir``; the result goes to ``out_dir/model``.
 
     Every input is checked before anything is written. ``resume=True`` continues from the last checkpoint in
@@ -114,6 +116,9 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
 
     ``lora`` (``{"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": [...]}``, see ``models.lora``) trains LoRA
     adapters instead of the full weights; they are merged into the saved model.
+
+    ``coreset`` (``("mink", 0.1)``: strategy and fraction, see ``data.coreset``) trains on that subset of the forget
+    split, chosen at the starting model; the audit still measures the whole split (the coreset effect).
     """
     from .data.validate import check_hparams, check_output_dir, check_prompts, model_context
     from .engine.loop import mark_failed
@@ -128,19 +133,32 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
                   "model": str(model_dir), "benchmark": str(bench.root),
                   "forget_split": bench.forget_split,
                   "lora": lora_opts.to_dict() if lora_opts else None, "data_fingerprint": bench.fingerprint()}
+    if coreset is not None:
+        from .data.coreset import STRATEGIES, coreset_size
+
+        if coreset[0] not in STRATEGIES:
+            raise ConfigError(f"coreset: strategy '{coreset[0]}' is not one of {', '.join(STRATEGIES)}")
+        coreset_size(len(bench.forget), coreset[1])  # checks the fraction before anything is loaded
+        run_config["coreset"] = {"strategy": coreset[0], "fraction": coreset[1]}
     if resume:
         _check_resumable(out_dir, run_config)
     net, tok = load_model(model_dir, dtype="auto", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     check_prompts(bench, tok, cfg.max_length, {"forget": bench.forget, "retain": bench.retain}, model_context(net))
+    forget = bench.forget
+    if coreset is not None:
+        from .data.coreset import select_coreset
+
+        forget = select_coreset(net, tok, forget, coreset[1], coreset[0], seed=cfg.seed, max_length=cfg.max_length)
+        log(f"[obliviate] coreset: {len(forget)} of {len(bench.forget)} forget items by {coreset[0]}")
     if lora_opts is not None:
         net = apply_lora(net, lora_opts)
-    log(f"[obliviate] unlearning {len(bench.forget)} forget items with {m.name} {m.hparams()} -> {out_dir}")
+    log(f"[obliviate] unlearning {len(forget)} forget items with {m.name} {m.hparams()} -> {out_dir}")
     if not resume:
         _clear_run(out_dir)
     write_json(out_dir / "config.json", run_config)
     write_json(out_dir / "status.json", {"state": "running"})
     try:
-        net = train(net, tok, m, {"forget": bench.forget, "retain": bench.retain}, cfg, out_dir, resume=resume,
+        net = train(net, tok, m, {"forget": forget, "retain": bench.retain}, cfg, out_dir, resume=resume,
                     progress=progress)
         save_model(merge_lora(net), tok, out_dir / "model")
     except BaseException as e:  # the loop records its own failures; this covers saving and Ctrl-C
@@ -174,8 +192,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _check_resumable(out_dir: Path, run_config: dict) -> None:
     """Refuse to resume a run folder whose config.json records other settings (a resumed run must be the same run)."""
-    from .errors import ConfigError
-
     path = out_dir / "config.json"
     if not path.exists():
         return  # nothing to resume: the run starts from step 0
