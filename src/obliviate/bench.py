@@ -6,8 +6,7 @@ the same target with ``pipeline.unlearn``, is audited with ``pipeline.audit`` an
 completed model for the same settings is not run again, so an interrupted bench picks up where it stopped
 (``force=True`` reruns everything). A method that fails (bad hyperparameter, diverged loss) gets a row saying why.
 
-Writes ``out/bench.json`` (every row and the settings), ``out/results.md`` (the table), ``out/report.html`` when the
-report package provides ``render_bench_report``, and, when asked, a Markdown file elsewhere (``markdown``): the part
+Writes ``out/bench.json`` (every row and the settings), ``out/results.md`` (the table), ``out/report.html``, and, when asked, a Markdown file elsewhere (``markdown``): the part
 of that file above the line ``<!-- bench:end -->`` is replaced and what follows it (a hand-written reading) is kept.
 
 Columns: forget quality (KS test of forget truth ratios against the oracle's; higher is better), model utility
@@ -280,9 +279,7 @@ def _write_outputs(out: Path, rows, bench, cfg, acfg, model, command, markdown, 
             if MARKER in old:
                 tail = old[old.index(MARKER) + len(MARKER):]
         write_text(path, text + "\n" + MARKER + (tail if tail else "\n"))
-    try:
-        from .report.html import render_bench_report
-    except ImportError:
-        return
+    from .report.html import render_bench_report
+
     flat = [{k: v for k, v in r.items() if not isinstance(v, dict) and k not in ("run_dir",)} for r in rows]
     render_bench_report(out, flat)

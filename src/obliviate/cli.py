@@ -1,4 +1,5 @@
-"""obliviate's command line: ``data synth``, ``finetune``, ``unlearn``, ``audit``, ``demo``, ``methods``, ``bench``.
+"""obliviate's command line: ``data synth``, ``finetune``, ``unlearn``, ``audit``, ``demo``, ``methods``, ``bench``,
+``report``.
 
 Every command takes ``--config FILE.yaml`` (keys are the long option names with dashes or underscores); options given on
 the command line override the file. Errors a user can cause print one line and exit with code 2.
@@ -475,10 +476,12 @@ def cmd_demo(args) -> int:
 def cmd_methods(args) -> int:
     from .methods import hyperparameters, unlearning_methods
 
-    for cls in sorted(unlearning_methods().values(), key=lambda c: c.name.lower()):
+    methods = sorted(unlearning_methods().values(), key=lambda c: c.name.lower())
+    width = max(len(c.name) for c in methods)
+    for cls in methods:
         doc = (sys.modules[cls.__module__].__doc__ or cls.name).strip().splitlines()[0]
         hp = ", ".join(f"{k}={v}" for k, v in hyperparameters(cls).items()) or "no hyperparameters"
-        print(f"{cls.name:<12} {doc}\n{'':<12} {hp}")
+        print(f"{cls.name:<{width}}  {doc}\n{'':<{width}}  {hp}")
     return 0
 
 
@@ -527,8 +530,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"finetune": cmd_finetune, "unlearn": cmd_unlearn, "audit": cmd_audit, "demo": cmd_demo,
-            "methods": cmd_methods, "bench": cmd_bench}
-COMMANDS["report"] = cmd_report
+            "methods": cmd_methods, "bench": cmd_bench, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
