@@ -59,19 +59,11 @@ def test_bench_runs_audits_reuses_and_writes_the_tables(small_bench, trained_mod
     assert table.count("\n| ") == len(rows) + 1 and "failed" in table
     text = md.read_text()
     assert "old table" not in text and text.endswith("## Reading\n\nhand-written text\n") and MARKER in text
-    assert (out / "report.html").exists() == _has_html()
+    assert "<html" in (out / "report.html").read_text(encoding="utf-8").lower()
     # a second bench reuses the finished runs
     logs.clear()
     run_bench(small_bench, runs, out, cfg, acfg, models=trained_models, progress=False, log=logs.append)
     assert sum("using the finished run" in str(x) for x in logs) == 3
-
-
-def _has_html():
-    try:
-        from obliviate.report.html import render_bench_report  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def test_markdown_table_marks_references_and_failures():

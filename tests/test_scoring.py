@@ -3,7 +3,6 @@
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from obliviate.audit.scoring import generate_answers, score_items

@@ -24,8 +24,8 @@ import torch
 from ..data.collate import PromptFormat, pad_prompts_left
 from ..data.records import QAItem
 from ..logprobs import forward_logits, sequence_logprob
-from .base import Method, register
-from .losses import RETAIN_LOSSES, dpo_loss, retain_loss
+from .base import Method, RetainTerm, register
+from .losses import RETAIN_LOSSES, dpo_loss
 
 TRIES = 4
 
@@ -103,7 +103,7 @@ def generate_alternates(model, tokenizer, items: list[QAItem], decoding: str = "
 
 @register("AltPO")
 @dataclass
-class AltPO(Method):
+class AltPO(RetainTerm, Method):
     beta: float = 0.1
     gamma: float = 1.0
     alpha: float = 1.0
@@ -120,13 +120,6 @@ class AltPO(Method):
               "max_new_tokens": (1, None)}
     choices = {"retain_loss": RETAIN_LOSSES, "decoding": ("sample", "greedy")}
 
-    @property
-    def uses_retain(self):
-        return self.alpha > 0 and self.retain_loss != "none"
-
-    def needs_reference(self):
-        return "model" if self.uses_retain and self.retain_loss == "kl" else "logprobs"
-
     def setup(self, model, tokenizer, data):
         alts, self.n_forced = generate_alternates(model, tokenizer, data["forget"], self.decoding, self.temperature,
                                                   self.max_new_tokens, self.seed, self.instruction)
@@ -141,7 +134,5 @@ class AltPO(Method):
         win, _ = sequence_logprob(forward_logits(model, w), w["labels"])
         ref_win, ref_lose = ref.sequence_logprob("forget_alt", w), ref.sequence_logprob("forget", f)
         forget = dpo_loss(win, lose, ref_win, ref_lose, self.beta)
-        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
-        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item(),
-                                                      "forget_logprob": lose.mean().item(),
-                                                      "alt_logprob": win.mean().item()}
+        return self.with_retain(forget, model, batch, ref, forget_logprob=lose.mean().item(),
+                                alt_logprob=win.mean().item())

@@ -116,3 +116,24 @@ def make_method(name: str, **hparams) -> Method:
     method = cls(**coerced)
     method.validate()
     return method
+
+
+class RetainTerm:
+    """Mixin for methods whose loss is ``gamma * forget + alpha * retain``, with fields ``gamma``, ``alpha`` and
+    ``retain_loss`` (``losses.RETAIN_LOSSES``): the retain stream is used only when ``alpha > 0`` and the retain loss is
+    not ``none``, and the KL retain loss needs the frozen model. List it before ``Method``."""
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.alpha > 0 and self.retain_loss != "none"
+
+    def needs_reference(self) -> str:
+        return "model" if self.uses_retain and self.retain_loss == "kl" else self.reference
+
+    def with_retain(self, forget: torch.Tensor, model, batch: dict, ref, **logs: float
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(gamma * forget + alpha * retain, logs)``; the retain term is 0 when it is off."""
+        from .losses import retain_loss
+
+        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
+        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item(), **logs}

@@ -14,13 +14,13 @@ p(y_t) -> 0, unlike gradient ascent. The first ``ignore_first_n`` answer tokens 
 from dataclasses import dataclass
 
 from ..logprobs import forward_logits
-from .base import Method, register
-from .losses import RETAIN_LOSSES, ceu_loss, retain_loss
+from .base import Method, RetainTerm, register
+from .losses import RETAIN_LOSSES, ceu_loss
 
 
 @register("CEU")
 @dataclass
-class CEU(Method):
+class CEU(RetainTerm, Method):
     ignore_first_n: int = 1
     gamma: float = 1.0
     alpha: float = 0.0
@@ -29,15 +29,7 @@ class CEU(Method):
     bounds = {"ignore_first_n": (0, None), "gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": RETAIN_LOSSES}
 
-    @property
-    def uses_retain(self):
-        return self.alpha > 0 and self.retain_loss != "none"
-
-    def needs_reference(self):
-        return "model" if self.uses_retain and self.retain_loss == "kl" else "none"
-
     def loss(self, model, batch, ref):
         f = batch["forget"]
         forget = ceu_loss(forward_logits(model, f), f["labels"], self.ignore_first_n)
-        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
-        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item()}
+        return self.with_retain(forget, model, batch, ref)

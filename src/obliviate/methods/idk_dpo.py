@@ -14,14 +14,14 @@ alpha 1, retain NLL.
 from dataclasses import dataclass
 
 from ..logprobs import forward_logits, sequence_logprob
-from .base import Method, register
+from .base import Method, RetainTerm, register
 from .idk_nll import idk_stream
-from .losses import RETAIN_LOSSES, dpo_loss, retain_loss
+from .losses import RETAIN_LOSSES, dpo_loss
 
 
 @register("IdkDPO")
 @dataclass
-class IdkDPO(Method):
+class IdkDPO(RetainTerm, Method):
     beta: float = 0.1
     gamma: float = 1.0
     alpha: float = 1.0
@@ -34,13 +34,6 @@ class IdkDPO(Method):
     bounds = {"beta": (1e-6, None), "gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": RETAIN_LOSSES}
 
-    @property
-    def uses_retain(self):
-        return self.alpha > 0 and self.retain_loss != "none"
-
-    def needs_reference(self):
-        return "model" if self.uses_retain and self.retain_loss == "kl" else "logprobs"
-
     def setup(self, model, tokenizer, data):
         return {**data, "forget_idk": idk_stream(data["forget"], self.idk_file, self.seed)}
 
@@ -50,7 +43,5 @@ class IdkDPO(Method):
         win, _ = sequence_logprob(forward_logits(model, w), w["labels"])
         ref_win, ref_lose = ref.sequence_logprob("forget_idk", w), ref.sequence_logprob("forget", f)
         forget = dpo_loss(win, lose, ref_win, ref_lose, self.beta)
-        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
-        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item(),
-                                                      "forget_logprob": lose.mean().item(),
-                                                      "idk_logprob": win.mean().item()}
+        return self.with_retain(forget, model, batch, ref, forget_logprob=lose.mean().item(),
+                                idk_logprob=win.mean().item())

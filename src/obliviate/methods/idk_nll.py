@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from ..data.records import QAItem
 from ..logprobs import forward_logits, nll_mean
 from ..resources import idk_answers
-from .base import Method, register
-from .losses import RETAIN_LOSSES, retain_loss
+from .base import Method, RetainTerm, register
+from .losses import RETAIN_LOSSES
 
 
 def idk_stream(forget: list[QAItem], idk_file: str, seed: int) -> list[QAItem]:
@@ -26,7 +26,7 @@ def idk_stream(forget: list[QAItem], idk_file: str, seed: int) -> list[QAItem]:
 
 @register("IdkNLL")
 @dataclass
-class IdkNLL(Method):
+class IdkNLL(RetainTerm, Method):
     gamma: float = 1.0
     alpha: float = 1.0
     retain_loss: str = "nll"
@@ -36,18 +36,10 @@ class IdkNLL(Method):
     bounds = {"gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": RETAIN_LOSSES}
 
-    @property
-    def uses_retain(self):
-        return self.alpha > 0 and self.retain_loss != "none"
-
-    def needs_reference(self):
-        return "model" if self.uses_retain and self.retain_loss == "kl" else "none"
-
     def setup(self, model, tokenizer, data):
         return {**data, "forget_idk": idk_stream(data["forget"], self.idk_file, self.seed)}
 
     def loss(self, model, batch, ref):
         idk = batch["forget_idk"]
         forget = nll_mean(forward_logits(model, idk), idk["labels"])
-        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
-        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item()}
+        return self.with_retain(forget, model, batch, ref)

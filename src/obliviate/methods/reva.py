@@ -31,39 +31,10 @@ from ..data.records import QAItem
 from ..errors import ConfigError, DataError
 from .base import Method, register
 from .losses import rmu_act_loss
+from .rmu import decoder_layers, layer_activations
 
 REFUSALS = ["I don't know.", "I'm not sure about that.", "I have no idea.", "I can't answer that.",
             "Sorry, I don't know the answer to that.", "That is something I don't know."]
-
-
-class _Stop(Exception):
-    pass
-
-
-def _blocks(model) -> torch.nn.ModuleList:
-    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    for _, m in model.named_modules():
-        if isinstance(m, torch.nn.ModuleList) and len(m) > 0 and (n is None or len(m) == n):
-            return m
-    raise ConfigError("method ReVa: cannot find the model's decoder blocks")
-
-
-def block_output(model, batch: dict, layer: int) -> torch.Tensor:
-    """(B, T, d) output of decoder block ``layer``; the forward pass stops there."""
-    got = {}
-
-    def hook(module, args, out):
-        got["h"] = out[0] if isinstance(out, tuple) else out
-        raise _Stop
-
-    handle = _blocks(model)[layer].register_forward_hook(hook)
-    try:
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return got["h"]
 
 
 def read_refusals(path: str) -> list[str]:
@@ -90,7 +61,7 @@ def mean_answer_activation(model, tokenizer, items: list[QAItem], layer: int, ba
     for s in range(0, len(items), batch_size):
         b = {k: v.to(device) for k, v in pad_batch([fmt.encode(it.question, it.answer) for it in items[s:s + batch_size]],
                                                    tokenizer.pad_token_id).items()}
-        h = block_output(model, b, layer).float()
+        h = layer_activations(model, b, layer).float()
         m = b["labels"] != -100
         part = h[m].sum(0)
         total = part if total is None else total + part
@@ -127,7 +98,7 @@ class ReVa(Method):
         return rf"layers\.({ids})\.mlp\.down_proj\."
 
     def setup(self, model, tokenizer, data):
-        n = len(_blocks(model))
+        n = len(decoder_layers(model))
         if self.layer >= n:
             raise ConfigError(f"method ReVa: hyperparameter 'layer' = {self.layer} but the model has {n} decoder "
                               f"layers (0..{n - 1})")
@@ -158,12 +129,12 @@ class ReVa(Method):
 
     def loss(self, model, batch, ref):
         f = batch["forget"]
-        h = block_output(model, f, self.layer)
+        h = layer_activations(model, f, self.layer)
         forget = rmu_act_loss(h, self.target.to(h.device), f["labels"] != -100)
         r = forget * 0
         if self.alpha:
             rb = batch["retain"]
             with torch.no_grad():
-                h_ref = block_output(ref.model, rb, self.layer)
-            r = rmu_act_loss(block_output(model, rb, self.layer), h_ref, rb["labels"] != -100)
+                h_ref = layer_activations(ref.model, rb, self.layer)
+            r = rmu_act_loss(layer_activations(model, rb, self.layer), h_ref, rb["labels"] != -100)
         return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item()}

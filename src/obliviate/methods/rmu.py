@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from .base import Method, register
+from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES, retain_loss, rmu_act_loss
 
 
@@ -69,7 +69,7 @@ def control_vector(d: int, steering_coeff: float, seed: int) -> torch.Tensor:
 
 @register("RMU")
 @dataclass
-class RMU(Method):
+class RMU(RetainTerm, Method):
     layer: int = 7
     steering_coeff: float = 20.0
     gamma: float = 1.0
@@ -81,10 +81,6 @@ class RMU(Method):
     reference_streams = ()
     bounds = {"layer": (0, None), "steering_coeff": (0, None), "gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": ("embed_diff", *RETAIN_LOSSES)}
-
-    @property
-    def uses_retain(self):
-        return self.alpha > 0 and self.retain_loss != "none"
 
     def needs_reference(self):
         return "model" if self.uses_retain and self.retain_loss in ("embed_diff", "kl") else "none"

@@ -13,13 +13,13 @@ says gamma 1, alpha 0.1 instead; the anchor's yaml wins there, and here.)
 from dataclasses import dataclass
 
 from ..logprobs import forward_logits
-from .base import Method, register
-from .losses import RETAIN_LOSSES, retain_loss, satimp_loss
+from .base import Method, RetainTerm, register
+from .losses import RETAIN_LOSSES, satimp_loss
 
 
 @register("SatImp")
 @dataclass
-class SatImp(Method):
+class SatImp(RetainTerm, Method):
     beta1: float = 5.0
     beta2: float = 1.0
     gamma: float = 0.1
@@ -29,15 +29,7 @@ class SatImp(Method):
     bounds = {"beta1": (0, None), "beta2": (0, None), "gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": RETAIN_LOSSES}
 
-    @property
-    def uses_retain(self):
-        return self.alpha > 0 and self.retain_loss != "none"
-
-    def needs_reference(self):
-        return "model" if self.uses_retain and self.retain_loss == "kl" else "none"
-
     def loss(self, model, batch, ref):
         f = batch["forget"]
         forget = satimp_loss(forward_logits(model, f), f["labels"], self.beta1, self.beta2)
-        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
-        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item()}
+        return self.with_retain(forget, model, batch, ref)

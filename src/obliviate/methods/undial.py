@@ -14,13 +14,13 @@ unless asked), lr 1e-4.
 from dataclasses import dataclass
 
 from ..logprobs import forward_logits
-from .base import Method, register
-from .losses import RETAIN_LOSSES, retain_loss, undial_loss
+from .base import Method, RetainTerm, register
+from .losses import RETAIN_LOSSES, undial_loss
 
 
 @register("UNDIAL")
 @dataclass
-class UNDIAL(Method):
+class UNDIAL(RetainTerm, Method):
     beta: float = 10.0
     gamma: float = 1.0
     alpha: float = 0.0
@@ -31,12 +31,7 @@ class UNDIAL(Method):
     bounds = {"beta": (0, None), "gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": RETAIN_LOSSES}
 
-    @property
-    def uses_retain(self):
-        return self.alpha > 0 and self.retain_loss != "none"
-
     def loss(self, model, batch, ref):
         f = batch["forget"]
         forget = undial_loss(forward_logits(model, f), ref.logits(f), f["labels"], self.beta)
-        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
-        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item()}
+        return self.with_retain(forget, model, batch, ref)

@@ -13,13 +13,13 @@ Defaults (open-unlearning WGA.yaml): beta 1, gamma 1, alpha 1, retain NLL; lr 1e
 from dataclasses import dataclass
 
 from ..logprobs import forward_logits
-from .base import Method, register
-from .losses import RETAIN_LOSSES, retain_loss, wga_loss
+from .base import Method, RetainTerm, register
+from .losses import RETAIN_LOSSES, wga_loss
 
 
 @register("WGA")
 @dataclass
-class WGA(Method):
+class WGA(RetainTerm, Method):
     beta: float = 1.0
     gamma: float = 1.0
     alpha: float = 1.0
@@ -28,15 +28,7 @@ class WGA(Method):
     bounds = {"beta": (0, None), "gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": RETAIN_LOSSES}
 
-    @property
-    def uses_retain(self):
-        return self.alpha > 0 and self.retain_loss != "none"
-
-    def needs_reference(self):
-        return "model" if self.uses_retain and self.retain_loss == "kl" else "none"
-
     def loss(self, model, batch, ref):
         f = batch["forget"]
         forget = wga_loss(forward_logits(model, f), f["labels"], self.beta)
-        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.uses_retain else forget * 0
-        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item()}
+        return self.with_retain(forget, model, batch, ref)
