@@ -125,7 +125,7 @@ def _hparams(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .pipeline import DEMO_FINETUNE, DEMO_METHOD, DEMO_UNLEARN
+    from .pipeline import DEMO_FINETUNE, DEMO_METHOD, DEMO_UNLEARN, UNLEARN_METHOD
 
     parser = argparse.ArgumentParser(
         prog="obliviate",
@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "Run an unlearning method on a model: forget the forget split, keep the retain split.")
     _add_data_options(un)
     un.add_argument("--model", required=True, help="model folder to unlearn from (e.g. a fine-tuned target)")
-    un.add_argument("--method", default=DEMO_METHOD, help=f"method name (see `obliviate methods`; default {DEMO_METHOD})")
+    un.add_argument("--method", default=UNLEARN_METHOD,
+                    help=f"method name (see `obliviate methods`; default {UNLEARN_METHOD})")
     un.add_argument("--hp", type=_kv, action="append", metavar="KEY=VALUE", help="method hyperparameter, repeatable")
     un.add_argument("--out", default="runs/unlearn", help="run folder (default runs/unlearn)")
     un.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
