@@ -6,8 +6,9 @@ the same target with ``pipeline.unlearn``, is audited with ``pipeline.audit`` an
 completed model for the same settings is not run again, so an interrupted bench picks up where it stopped
 (``force=True`` reruns everything). A method that fails (bad hyperparameter, diverged loss) gets a row saying why.
 
-Writes ``out/bench.json`` (every row and the settings), ``out/results.md`` (the table), ``out/report.html``, and, when asked, a Markdown file elsewhere (``markdown``): the part
-of that file above the line ``<!-- bench:end -->`` is replaced and what follows it (a hand-written reading) is kept.
+Writes ``out/bench.json`` (every row and the settings), ``out/results.md`` (the table), ``out/report.html``, and,
+when asked, a Markdown file elsewhere (``markdown``): the part of that file above the line ``<!-- bench:end -->`` is
+replaced and what follows it (a hand-written reading) is kept.
 
 Columns: forget quality (KS test of forget truth ratios against the oracle's; higher is better), model utility
 (harmonic mean of the utility metrics; higher), privleak (Min-K% AUC against the oracle's, in %; closer to 0),

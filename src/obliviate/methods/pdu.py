@@ -13,8 +13,8 @@ step) once ``dual_warmup_steps`` evaluations have passed, from the retain loss o
 in every ``metrics.jsonl`` line (``dual_lambda``) and saved with checkpoints. ``eps_mode="relative"`` reads ``eps`` as
 a tolerance: eps_abs = (1 + eps) * L_r(theta_0; D_r), the token-mean NLL over the whole retain set measured in
 ``setup`` (the paper's suggestion). Defaults (open-unlearning PDU run.sh, TOFU): alpha (lambda_0) 100,
-dual_step_size 5, eps 0.3, gamma 1, retain NLL; lr 1e-5; the anchor warms up for 5 of 10 epochs (set ``dual_warmup_steps`` to match). The positions are
-the shifted ones, fixing the anchor's off-by-one.
+dual_step_size 5, eps 0.3, gamma 1, retain NLL; lr 1e-5; the anchor warms up for 5 of 10 epochs (set
+``dual_warmup_steps`` to match). The positions are the shifted ones, fixing the anchor's off-by-one.
 """
 
 from __future__ import annotations
