@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..models import decoder_blocks
 from .base import Method, make_method, register
 from .losses import gradient_surrogate, retain_loss
 
@@ -68,15 +69,6 @@ def make_inner(wrapper: str, name: str, hp_text: str, retain_off: bool = True) -
 
 def max_reference(*modes: str) -> str:
     return max(modes, key=lambda m: _ORDER[m])
-
-
-def decoder_blocks(model) -> tuple[str, torch.nn.ModuleList]:
-    """(qualified name, module list) of the model's decoder blocks, found as the ModuleList of num_hidden_layers."""
-    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.ModuleList) and len(m) > 0 and (n is None or len(m) == n):
-            return name, m
-    raise ConfigError("cannot find the model's decoder blocks")
 
 
 def freeze_all_but_last(model, last: int) -> list[str]:

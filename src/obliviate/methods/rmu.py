@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..models import decoder_blocks
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES, retain_loss, rmu_act_loss
 
@@ -35,12 +36,7 @@ class _Stop(Exception):
 
 def decoder_layers(model) -> torch.nn.ModuleList:
     """The model's list of decoder blocks (``model.layers``, ``transformer.h``, ...), found by its length."""
-    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    lists = [m for _, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
-    for m in lists:
-        if n is None or len(m) == n:
-            return m
-    raise ConfigError("RMU: cannot find the model's decoder layers")
+    return decoder_blocks(model)[1]
 
 
 def layer_activations(model, batch: dict, layer: int) -> torch.Tensor:

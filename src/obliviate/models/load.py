@@ -46,6 +46,15 @@ def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch
     return table[dtype]
 
 
+def decoder_blocks(model) -> tuple[str, torch.nn.ModuleList]:
+    """(qualified name, module list) of the model's decoder blocks, found as the ModuleList of num_hidden_layers."""
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) > 0 and (n is None or len(m) == n):
+            return name, m
+    raise ModelError("cannot find the model's decoder blocks (no ModuleList of config.num_hidden_layers modules)")
+
+
 def ensure_pad_token(tokenizer, model=None) -> None:
     """Give a tokenizer without a pad token one (EOS doubles as pad; labels are built explicitly so EOS stays a target)."""
     if tokenizer.pad_token_id is None:
