@@ -216,3 +216,28 @@ def test_known_targets_with_a_real_tiny_model(random_model, tmp_path):
     expect = sum(answer_hit(g, pr.answers) for g, pr in zip(gens, probes)) / 2
     [row] = known_targets(model, tok, s, threshold=0.5, gen=GenSettings(probe_tokens=4))
     assert row == {"target": "T", "accuracy": expect, "answered": int(expect * 2), "probes": 2, "known": expect >= 0.5}
+
+
+def test_real_demo_stops_at_a_target_the_model_does_not_know(random_model, tmp_path, monkeypatch):
+    """An untrained model knows none of Einstein's probes: one DataError after the forget probes alone, nothing written."""
+    from obliviate import realworld
+    from obliviate.errors import DataError
+    from obliviate.models import save_model
+
+    model, tok = random_model
+    save_model(model, tok, tmp_path / "m")
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    asked = []
+    real_answer = realworld.answer_probes
+
+    def counting(model, tok, probes, *a, **k):
+        asked.append(len(probes))
+        return real_answer(model, tok, probes, *a, **k)
+
+    monkeypatch.setattr(realworld, "answer_probes", counting)
+    n_forget = len(realworld.read_realworld().target(realworld.REAL_TARGET).forget_probes())
+    with pytest.raises(DataError, match=r"Albert Einstein: the model answers only 0 of its \d+ probes"):
+        realworld.real_demo(tmp_path / "out", model=str(tmp_path / "m"), gen=realworld.GenSettings(probe_tokens=4),
+                            progress=False, log=lambda *a: None)
+    assert asked == [n_forget]  # neighbour and utility probes were never asked
+    assert not (tmp_path / "out").exists()

@@ -288,15 +288,18 @@ def real_demo(out_dir: str | Path, target: str | None = None, method: str = REAL
     if before_all is None:
         log(f"[obliviate] asking {sum(map(len, sets.values()))} probes about {tgt.name}, its neighbours and general "
             "knowledge (before)")
-        before_all = audit_probes(net, tok, sets, gen)
+        # the forget probes first: a target the model does not know stops here, before the other probes are asked
+        forget_rows = audit_probes(net, tok, {"forget": sets["forget"]}, gen)["per_item"]["forget"]
+        _check_known(tgt, sets, forget_rows)
+        rest = audit_probes(net, tok, {k: v for k, v in sets.items() if k != "forget"}, gen)["per_item"]
+        per_item = {"forget": forget_rows, **rest}
+        before_all = {"metrics": metrics_of(per_item), "per_item": per_item}
         if use_cache:
             write_json(before_cache, before_all)
     timing["before_audit_s"] = round(time.time() - t, 1)
     known = {name: [p for p, r in zip(sets[name], before_all["per_item"][name]) if r["hit"]] for name in sets}
     counts = {name: {"known": len(known[name]), "asked": len(sets[name])} for name in sets}
-    if len(known["forget"]) < 3:
-        raise DataError(f"target {tgt.name}: the model answers only {len(known['forget'])} of its "
-                        f"{len(sets['forget'])} probes; it does not know the target well enough to unlearn it")
+    _check_known(tgt, sets, before_all["per_item"]["forget"])
     for name in ("neighbor", "utility"):
         if not known[name]:
             raise DataError(f"target {tgt.name}: the model answers none of the {name} probes")
@@ -350,6 +353,13 @@ def real_demo(out_dir: str | Path, target: str | None = None, method: str = REAL
     log("\n" + format_real_table(report))
     log(f"\n[obliviate] report: {out_dir / 'report.json'}  ({timing['total_s']:.0f} s)")
     return report
+
+
+def _check_known(tgt: RealTarget, sets: dict[str, list[Probe]], forget_rows: list[dict]) -> None:
+    known = sum(1 for r in forget_rows if r["hit"])
+    if known < 3:
+        raise DataError(f"target {tgt.name}: the model answers only {known} of its {len(sets['forget'])} probes; it "
+                        f"does not know the target well enough to unlearn it")
 
 
 REAL_DIRECTIONS = {"forget_accuracy": "lower", "forget_cloze_accuracy": "lower", "forget_question_accuracy": "lower",
