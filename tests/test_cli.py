@@ -129,3 +129,21 @@ def test_audit_runs_on_a_tofu_split_with_a_tiny_model(tmp_path):
     assert len(report["per_item"]["forget"]) == 40 and len(report["per_item"]["retain"]) == 400
     assert {"index", "prompt", "target", "prob", "truth_ratio", "rougeL_recall", "generation"} <= set(
         report["per_item"]["forget"][0])
+
+
+def test_unlearn_gives_a_pretrained_model_gentle_defaults(random_model, trained_models, small_bench_dir, tmp_path):
+    """A model not made by the tiny recipe gets lr 1e-5 (not the tiny model's 5e-4) unless --lr is given."""
+    from obliviate.models import save_model
+
+    model, tok = random_model
+    save_model(model, tok, tmp_path / "pretrained")  # no obliviate.json: not from the tiny recipe
+    common = ["unlearn", "--data", str(small_bench_dir), "--method", "GradAscent", "--max-steps", "1", "--quiet"]
+    runs = {"pre": ["--model", str(tmp_path / "pretrained")],
+            "pre-lr": ["--model", str(tmp_path / "pretrained"), "--lr", "3e-4"],
+            "tiny": ["--model", str(trained_models["target"])]}
+    for name, extra in runs.items():
+        assert main([*common, *extra, "--out", str(tmp_path / name)]) == 0
+    train = {name: json.loads((tmp_path / name / "config.json").read_text())["train"] for name in runs}
+    assert (train["pre"]["lr"], train["pre"]["grad_accum"], train["pre"]["scheduler"]) == (1e-5, 4, "linear")
+    assert train["pre-lr"]["lr"] == 3e-4 and train["pre-lr"]["grad_accum"] == 4
+    assert (train["tiny"]["lr"], train["tiny"]["grad_accum"]) == (5e-4, 1)

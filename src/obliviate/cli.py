@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(ft, DEMO_FINETUNE)
 
     un = command("unlearn", "unlearn the forget split from a model",
-                 "Run an unlearning method on a model: forget the forget split, keep the retain split.")
+                 "Run an unlearning method on a model: forget the forget split, keep the retain split. The training "
+                 "defaults shown suit obliviate's tiny model; any other model gets open-unlearning's (lr 1e-5, 10 "
+                 "epochs, batch 8 x 4 accumulation, warm-up 0.1, linear) for the options not given.")
     _add_data_options(un)
     un.add_argument("--model", required=True, help="model folder to unlearn from (e.g. a fine-tuned target)")
     un.add_argument("--method", default=UNLEARN_METHOD,
@@ -344,10 +346,7 @@ def cmd_finetune(args) -> int:
     if args.model != "tiny":  # a pretrained model: TOFU-like settings for what the user did not set
         from .realworld import PRETRAINED_FINETUNE
 
-        train_fields = {f.name for f in dataclasses.fields(type(cfg))}
-        keep = _given(args, "finetune") & train_fields
-        cfg = dataclasses.replace(PRETRAINED_FINETUNE, **{k: getattr(args, k) for k in keep})
-        cfg.validate()
+        cfg = _with_defaults(args, "finetune", PRETRAINED_FINETUNE)
     if args.out is not None:
         from .data.validate import check_output_dir
 
@@ -364,6 +363,10 @@ def cmd_unlearn(args) -> int:
 
     # every input is checked before anything is written: options, output folder, data, then (in unlearn) method + model
     cfg = _train_config(args, None)
+    if not _from_tiny_recipe(args.model):
+        from .realworld import PRETRAINED_UNLEARN
+
+        cfg = _with_defaults(args, "unlearn", PRETRAINED_UNLEARN)
     acfg = _audit_config(args) if args.oracle else None
     check_output_dir(args.out)
     bench = _benchmark(args)
@@ -426,9 +429,29 @@ def _certify(args, bench, acfg) -> int:
     return 0 if cert["verdict"] == "forgetting verified" else 1
 
 
+def _with_defaults(args, command: str, defaults):
+    """``defaults`` (a TrainConfig) with the training options the user gave (command line or --config) on top."""
+    keep = _given(args, command) & {f.name for f in dataclasses.fields(type(defaults))}
+    cfg = dataclasses.replace(defaults, **{k: getattr(args, k) for k in keep})
+    cfg.validate()
+    return cfg
+
+
+def _from_tiny_recipe(model: str) -> bool:
+    """Whether ``model`` is a folder fine-tuned from obliviate's tiny model (its obliviate.json says so)."""
+    import json
+
+    try:
+        meta = json.loads((Path(model) / "obliviate.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("base_model") == "tiny"
+
+
 def _given(args, command: str) -> set[str]:
     """Options whose value differs from the parser's default for ``command`` (given on the line or in --config)."""
-    defaults = vars(build_parser().parse_args([command]))
+    sub = build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    defaults = {a.dest: a.default for a in sub._actions}
     return {k for k, v in vars(args).items() if k in defaults and defaults[k] != v}
 
 
@@ -524,7 +547,12 @@ def cmd_bench(args) -> int:
     runs = plan(names, _method_settings(args.hp, "hp"), grids, seeds or [0], presets)  # errors before any work
     bench = _benchmark(args)
     command = "obliviate bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "obliviate bench"
-    run_bench(bench, runs, args.out, _train_config(args, None), _audit_config(args), args.model, force=args.force,
+    cfg = _train_config(args, None)
+    if args.model != "tiny":
+        from .realworld import PRETRAINED_UNLEARN
+
+        cfg = _with_defaults(args, "bench", PRETRAINED_UNLEARN)
+    run_bench(bench, runs, args.out, cfg, _audit_config(args), args.model, force=args.force,
               markdown=args.markdown, command=command, progress=not args.quiet)
     print(f"bench: {Path(args.out) / 'results.md'}")
     return 0

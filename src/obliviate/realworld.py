@@ -59,6 +59,10 @@ REAL_TRAIN = TrainConfig(lr=1e-4, max_steps=5, batch_size=8, scheduler="constant
 # uses lr 1e-5 for 1B-8B models; a 135M model needs a larger step to memorise in 5 epochs.
 PRETRAINED_FINETUNE = TrainConfig(lr=5e-5, epochs=5, batch_size=16, warmup_ratio=0.1, scheduler="linear",
                                   max_length=256, seed=0)
+# Unlearning a pretrained model (anything not built by the tiny recipe): open-unlearning's TOFU settings (lr 1e-5,
+# 10 epochs, batch 8 x 4 accumulation, one warm-up epoch); the tiny model's DEMO_UNLEARN (lr 5e-4) would wreck it.
+PRETRAINED_UNLEARN = TrainConfig(lr=1e-5, epochs=10, batch_size=8, grad_accum=4, warmup_ratio=0.1, scheduler="linear",
+                                 seed=0)
 
 
 @dataclass
