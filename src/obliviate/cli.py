@@ -547,13 +547,13 @@ def cmd_bench(args) -> int:
     runs = plan(names, _method_settings(args.hp, "hp"), grids, seeds or [0], presets)  # errors before any work
     bench = _benchmark(args)
     command = "obliviate bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "obliviate bench"
-    cfg = _train_config(args, None)
-    if args.model != "tiny":
-        from .realworld import PRETRAINED_UNLEARN
+    cfg, finetune_cfg = _train_config(args, None), None
+    if args.model != "tiny":  # a pretrained base: TOFU-like fine-tuning and open-unlearning's unlearning defaults
+        from .realworld import PRETRAINED_FINETUNE, PRETRAINED_UNLEARN
 
-        cfg = _with_defaults(args, "bench", PRETRAINED_UNLEARN)
-    run_bench(bench, runs, args.out, cfg, _audit_config(args), args.model, force=args.force,
-              markdown=args.markdown, command=command, progress=not args.quiet)
+        cfg, finetune_cfg = _with_defaults(args, "bench", PRETRAINED_UNLEARN), PRETRAINED_FINETUNE
+    run_bench(bench, runs, args.out, cfg, _audit_config(args), args.model, finetune_cfg=finetune_cfg,
+              force=args.force, markdown=args.markdown, command=command, progress=not args.quiet)
     print(f"bench: {Path(args.out) / 'results.md'}")
     return 0
 

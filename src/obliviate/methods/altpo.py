@@ -23,9 +23,9 @@ import torch
 
 from ..data.collate import PromptFormat, pad_prompts_left
 from ..data.records import QAItem
-from ..logprobs import forward_logits, sequence_logprob
 from .base import Method, RetainTerm, register
-from .losses import RETAIN_LOSSES, dpo_loss
+from .idk_dpo import dpo_towards
+from .losses import RETAIN_LOSSES
 
 TRIES = 4
 
@@ -129,10 +129,6 @@ class AltPO(RetainTerm, Method):
         return {**data, "forget_alt": stream}
 
     def loss(self, model, batch, ref):
-        f, w = batch["forget"], batch["forget_alt"]
-        lose, _ = sequence_logprob(forward_logits(model, f), f["labels"])
-        win, _ = sequence_logprob(forward_logits(model, w), w["labels"])
-        ref_win, ref_lose = ref.sequence_logprob("forget_alt", w), ref.sequence_logprob("forget", f)
-        forget = dpo_loss(win, lose, ref_win, ref_lose, self.beta)
+        forget, lose, win = dpo_towards(model, batch, ref, "forget_alt", self.beta)
         return self.with_retain(forget, model, batch, ref, forget_logprob=lose.mean().item(),
                                 alt_logprob=win.mean().item())

@@ -19,6 +19,15 @@ from .idk_nll import idk_stream
 from .losses import RETAIN_LOSSES, dpo_loss
 
 
+def dpo_towards(model, batch, ref, win_stream: str, beta: float):
+    """DPO preferring the aligned ``win_stream`` answers to the forget answers: (loss, lose log-probs, win log-probs)."""
+    f, w = batch["forget"], batch[win_stream]
+    lose, _ = sequence_logprob(forward_logits(model, f), f["labels"])
+    win, _ = sequence_logprob(forward_logits(model, w), w["labels"])
+    ref_win, ref_lose = ref.sequence_logprob(win_stream, w), ref.sequence_logprob("forget", f)
+    return dpo_loss(win, lose, ref_win, ref_lose, beta), lose, win
+
+
 @register("IdkDPO")
 @dataclass
 class IdkDPO(RetainTerm, Method):
@@ -38,10 +47,6 @@ class IdkDPO(RetainTerm, Method):
         return {**data, "forget_idk": idk_stream(data["forget"], self.idk_file, self.seed)}
 
     def loss(self, model, batch, ref):
-        f, w = batch["forget"], batch["forget_idk"]
-        lose, _ = sequence_logprob(forward_logits(model, f), f["labels"])
-        win, _ = sequence_logprob(forward_logits(model, w), w["labels"])
-        ref_win, ref_lose = ref.sequence_logprob("forget_idk", w), ref.sequence_logprob("forget", f)
-        forget = dpo_loss(win, lose, ref_win, ref_lose, self.beta)
+        forget, lose, win = dpo_towards(model, batch, ref, "forget_idk", self.beta)
         return self.with_retain(forget, model, batch, ref, forget_logprob=lose.mean().item(),
                                 idk_logprob=win.mean().item())
