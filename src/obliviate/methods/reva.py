@@ -21,17 +21,16 @@ Defaults (ReVa/WMDP scripts): layer 7, alpha 100, gamma 1; c is not given in the
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..data.records import QAItem
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from .base import Method, register
 from .losses import rmu_act_loss
-from .rmu import decoder_layers, layer_activations
+from .rmu import freeze_all_but, layer_activations, steering_pattern, trainable_regex
 
 REFUSALS = ["I don't know.", "I'm not sure about that.", "I have no idea.", "I can't answer that.",
             "Sorry, I don't know the answer to that.", "That is something I don't know."]
@@ -92,20 +91,10 @@ class ReVa(Method):
         return "model" if self.alpha else "none"
 
     def trainable_regex(self) -> str:
-        if self.trainable:
-            return self.trainable
-        ids = "|".join(str(i) for i in range(max(0, self.layer - 2), self.layer + 1))
-        return rf"layers\.({ids})\.mlp\.down_proj\."
+        return trainable_regex(self.layer, self.trainable)
 
     def setup(self, model, tokenizer, data):
-        n = len(decoder_layers(model))
-        if self.layer >= n:
-            raise ConfigError(f"method ReVa: hyperparameter 'layer' = {self.layer} but the model has {n} decoder "
-                              f"layers (0..{n - 1})")
-        try:
-            pattern = re.compile(self.trainable_regex())
-        except re.error as e:
-            raise ConfigError(f"method ReVa: hyperparameter 'trainable' is not a valid regex ({e})") from None
+        pattern = steering_pattern(model, self.name, self.layer, self.trainable_regex())
         refusals = read_refusals(self.refusals)
         forget = data["forget"]
         was = model.training
@@ -118,13 +107,7 @@ class ReVa(Method):
         if self.normalize:
             r = r / r.norm().clamp(min=1e-12)
         self.target = (self.steering_coeff * r).detach()
-        kept = 0
-        for name, p in model.named_parameters():
-            keep = p.requires_grad and bool(pattern.search(name))
-            p.requires_grad_(keep)
-            kept += keep
-        if not kept:
-            raise ConfigError(f"method ReVa: no trainable parameter matches 'trainable' = {self.trainable_regex()!r}")
+        freeze_all_but(model, pattern, self.name, self.trainable_regex())
         return data
 
     def loss(self, model, batch, ref):

@@ -57,6 +57,39 @@ def layer_activations(model, batch: dict, layer: int) -> torch.Tensor:
     return captured["h"]
 
 
+def trainable_regex(layer: int, trainable: str = "") -> str:
+    """``trainable``, or by default the MLP down-projections of blocks layer-2 .. layer (WMDP's choice)."""
+    if trainable:
+        return trainable
+    ids = "|".join(str(i) for i in range(max(0, layer - 2), layer + 1))
+    return rf"layers\.({ids})\.mlp\.down_proj\."
+
+
+def steering_pattern(model, method: str, layer: int, regex: str) -> re.Pattern:
+    """Check that ``layer`` exists and ``regex`` compiles (before any work); return the compiled pattern."""
+    n = len(decoder_layers(model))
+    if layer >= n:
+        raise ConfigError(f"method {method}: hyperparameter 'layer' = {layer} but the model has {n} decoder layers "
+                          f"(0..{n - 1})")
+    try:
+        return re.compile(regex)
+    except re.error as e:
+        raise ConfigError(f"method {method}: hyperparameter 'trainable' is not a valid regex ({e})") from None
+
+
+def freeze_all_but(model, pattern: re.Pattern, method: str, regex: str) -> list[str]:
+    """Leave gradients on only the (already trainable) parameters whose name matches; return their names."""
+    selected = []
+    for name, p in model.named_parameters():
+        keep = p.requires_grad and bool(pattern.search(name))
+        p.requires_grad_(keep)
+        if keep:
+            selected.append(name)
+    if not selected:
+        raise ConfigError(f"method {method}: no trainable parameter matches 'trainable' = {regex!r}")
+    return selected
+
+
 def control_vector(d: int, steering_coeff: float, seed: int) -> torch.Tensor:
     """c * u / |u| with u ~ U[0,1)^d drawn from ``seed``."""
     u = torch.rand(d, generator=torch.Generator().manual_seed(seed))
@@ -82,29 +115,11 @@ class RMU(RetainTerm, Method):
         return "model" if self.uses_retain and self.retain_loss in ("embed_diff", "kl") else "none"
 
     def trainable_regex(self) -> str:
-        if self.trainable:
-            return self.trainable
-        ids = "|".join(str(i) for i in range(max(0, self.layer - 2), self.layer + 1))
-        return rf"layers\.({ids})\.mlp\.down_proj\."
+        return trainable_regex(self.layer, self.trainable)
 
     def setup(self, model, tokenizer, data):
-        n = len(decoder_layers(model))
-        if self.layer >= n:
-            raise ConfigError(f"method RMU: hyperparameter 'layer' = {self.layer} but the model has {n} decoder layers "
-                              f"(0..{n - 1})")
-        try:
-            pattern = re.compile(self.trainable_regex())
-        except re.error as e:
-            raise ConfigError(f"method RMU: hyperparameter 'trainable' is not a valid regex ({e})") from None
-        selected = []
-        for name, p in model.named_parameters():
-            keep = p.requires_grad and bool(pattern.search(name))
-            p.requires_grad_(keep)
-            if keep:
-                selected.append(name)
-        if not selected:
-            raise ConfigError(f"method RMU: no trainable parameter matches 'trainable' = {self.trainable_regex()!r}")
-        self.selected = selected
+        pattern = steering_pattern(model, self.name, self.layer, self.trainable_regex())
+        self.selected = freeze_all_but(model, pattern, self.name, self.trainable_regex())
         return data
 
     def loss(self, model, batch, ref):
