@@ -140,10 +140,12 @@ def test_unlearn_gives_a_pretrained_model_gentle_defaults(random_model, trained_
     common = ["unlearn", "--data", str(small_bench_dir), "--method", "GradAscent", "--max-steps", "1", "--quiet"]
     runs = {"pre": ["--model", str(tmp_path / "pretrained")],
             "pre-lr": ["--model", str(tmp_path / "pretrained"), "--lr", "3e-4"],
+            "pre-lr-default": ["--model", str(tmp_path / "pretrained"), "--lr", "5e-4"],  # typed, though the default
             "tiny": ["--model", str(trained_models["target"])]}
     for name, extra in runs.items():
         assert main([*common, *extra, "--out", str(tmp_path / name)]) == 0
     train = {name: json.loads((tmp_path / name / "config.json").read_text())["train"] for name in runs}
     assert (train["pre"]["lr"], train["pre"]["grad_accum"], train["pre"]["scheduler"]) == (1e-5, 4, "linear")
     assert train["pre-lr"]["lr"] == 3e-4 and train["pre-lr"]["grad_accum"] == 4
+    assert train["pre-lr-default"]["lr"] == 5e-4
     assert (train["tiny"]["lr"], train["tiny"]["grad_accum"]) == (5e-4, 1)

@@ -256,6 +256,7 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argp
     from .config import load_yaml
 
     args = parser.parse_args(argv)
+    args.given = _on_command_line(argv, args.command)
     if not getattr(args, "config", None):
         return args
     values = load_yaml(args.config)
@@ -280,9 +281,20 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argp
             value = resolve_config_path(args.config, str(key), value)
         defaults[dest] = value
     sub.set_defaults(**defaults)
+    given = args.given | set(defaults)
     args = parser.parse_args(argv)
-    args.config_hparams = hparams
+    args.config_hparams, args.given = hparams, given
     return args
+
+
+def _on_command_line(argv: list[str], command: str | None) -> set[str]:
+    """The option names (dests) written on the command line, whatever their value."""
+    if command in (None, "data"):
+        return set()
+    parser = build_parser()
+    for action in parser._subparsers._group_actions[0].choices[command]._actions:  # type: ignore[union-attr]
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command"}
 
 
 def _config_value(config: str, key: str, action: argparse.Action, value):
@@ -387,7 +399,7 @@ def cmd_unlearn(args) -> int:
 
 
 def vars_for_report(args) -> dict:
-    return {k: v for k, v in vars(args).items() if k not in ("func",)}
+    return {k: v for k, v in vars(args).items() if k not in ("func", "given")}
 
 
 def cmd_audit(args) -> int:
@@ -449,7 +461,9 @@ def _from_tiny_recipe(model: str) -> bool:
 
 
 def _given(args, command: str) -> set[str]:
-    """Options whose value differs from the parser's default for ``command`` (given on the line or in --config)."""
+    """Options the user set, on the command line or in --config (else: those differing from the parser's defaults)."""
+    if getattr(args, "given", None) is not None:
+        return set(args.given)
     sub = build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
     defaults = {a.dest: a.default for a in sub._actions}
     return {k for k, v in vars(args).items() if k in defaults and defaults[k] != v}
