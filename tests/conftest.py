@@ -23,6 +23,32 @@ RWKU = SHARED_DATA / "rwku"
 SMALL_SYNTH = dict(n_authors=20, facts_per_author=5, n_holdout_authors=2, n_general=10, seed=0)
 SMALL_TINY = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                   max_position_embeddings=128, seed=0)
+def mean_prob(model, tok, items):
+    """Mean over items of the answer's geometric-mean token probability (TOFU's Q_A_Prob), for behavioural tests."""
+    import math
+
+    from obliviate.audit.scoring import score_sequences
+    from obliviate.data import PromptFormat
+
+    fmt = PromptFormat(tok)
+    with torch.no_grad():
+        scores = score_sequences(model.eval(), [fmt.encode(it.question, it.answer) for it in items], tok.pad_token_id,
+                                 batch_size=32)
+    return sum(math.exp(float(s.logprobs.astype("float64").mean())) for s in scores) / len(items)
+
+
+def perturbed_copy(model, scale, seed=1):
+    """A deep copy of ``model`` with seeded Gaussian noise of std ``scale`` added to every parameter."""
+    import copy
+
+    other = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return other
+
+
 SMALL_FINETUNE = dict(lr=5e-3, epochs=40, batch_size=16, warmup_ratio=0.05, scheduler="linear", seed=0)
 
 

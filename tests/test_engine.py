@@ -6,19 +6,14 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from obliviate.audit.scoring import score_items
 from obliviate.config import TrainConfig
 from obliviate.data import PromptFormat
 from obliviate.engine import train
 from obliviate.errors import TrainingError
 from obliviate.methods import make_method
 from obliviate.methods.base import Method
+from conftest import mean_prob
 from test_losses import hand_sequence_logprobs
-
-
-def mean_prob(model, tok, items):
-    scores = score_items(model, PromptFormat(tok), items, tok.pad_token_id)
-    return sum(float(torch.tensor(s.answer.logprobs).mean().exp()) for s in scores) / len(items)
 
 
 def test_reference_logprobs_are_cached_once_from_the_starting_model(load_target, small_bench, tmp_path):

@@ -12,7 +12,8 @@ import math
 import pytest
 import torch
 
-from obliviate.audit.scoring import score_items
+from conftest import mean_prob, perturbed_copy
+
 from obliviate.config import TrainConfig
 from obliviate.data import PromptFormat, pad_batch
 from obliviate.engine import train
@@ -58,15 +59,6 @@ def hand_nll_mean(logits, labels):
 
 def log_sigmoid(x):
     return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
-
-
-def perturbed_copy(model, scale=0.05, seed=1):
-    other = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return other
 
 
 class CachedRef:
@@ -183,7 +175,7 @@ def hand_act_loss(h, target, labels):
 def test_rmu_by_hand(random_model, fixed_batch):
     model, _ = random_model
     model = copy.deepcopy(model)
-    other = perturbed_copy(model)
+    other = perturbed_copy(model, 0.05)
     layer, c, alpha, gamma, seed = 0, 6.5, 3.0, 1.5, 7
     m = make_method("RMU", layer=layer, steering_coeff=c, alpha=alpha, gamma=gamma, seed=seed)
     with torch.no_grad():
@@ -460,12 +452,6 @@ def test_bad_hyperparameters_are_config_errors():
 
 
 # --- behaviour on the synthetic benchmark ----------------------------------------------------------------------------
-
-def mean_prob(model, tok, items):
-    """Mean over items of the answer's geometric-mean token probability (TOFU's Q_A_Prob)."""
-    scores = score_items(model, PromptFormat(tok), items, tok.pad_token_id)
-    return sum(math.exp(float(s.answer.logprobs.mean())) for s in scores) / len(items)
-
 
 # (method, hyperparameters, lr, steps); tiny-model settings, found by a small sweep (see the report in the PR)
 BEHAVIOUR = [

@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from conftest import mean_prob, perturbed_copy
+
 from obliviate.config import TrainConfig
 from obliviate.data import PromptFormat, pad_batch
 from obliviate.engine import train
@@ -40,15 +42,6 @@ def token_nll(model, b):
     return -torch.log_softmax(logits.float(), -1)[keep].gather(-1, target[keep].unsqueeze(-1)).mean()
 
 
-def perturbed_copy(model, scale=0.02, seed=1):
-    m = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return m
-
-
 def batch_of(tok, items, with_index=True):
     fmt = PromptFormat(tok)
     b = pad_batch([fmt.encode(it.question, it.answer) for it in items], tok.pad_token_id)
@@ -66,19 +59,6 @@ class ModelRef:
     @torch.no_grad()
     def logits(self, batch):
         return forward_logits(self.model, batch)
-
-
-def mean_prob(model, tok, items):
-    """Per-item geometric-mean answer-token probability, averaged over items (as test_engine's)."""
-    b = batch_of(tok, items, with_index=False)
-    with torch.no_grad():
-        logits = forward_logits(model.eval(), b)
-    out = []
-    for i in range(len(items)):
-        lps = [float(torch.log_softmax(logits[i, t].double(), 0)[int(b["labels"][i, t + 1])])
-               for t in range(b["labels"].shape[1] - 1) if b["labels"][i, t + 1] != -100]
-        out.append(math.exp(sum(lps) / len(lps)))
-    return sum(out) / len(out)
 
 
 def grads_of(loss, model):
@@ -113,7 +93,7 @@ def test_shred_loss_by_hand(random_model, fixed_batch, small_bench, variant, sel
     method = make_method("SHRED", fraction=frac, variant=variant, top_k=k, skip_first_tokens=skip,
                          selection=selection, nucleus=nucleus)
     method.setup(teacher, tok, {"forget": small_bench.forget[:4]})
-    student = perturbed_copy(teacher)
+    student = perturbed_copy(teacher, 0.02)
     labels = fixed_batch["labels"]
     with torch.no_grad():
         t_logits = forward_logits(teacher, fixed_batch)
@@ -169,7 +149,7 @@ def test_shred_teacher_is_computed_once_in_setup(random_model, fixed_batch, smal
     method = make_method("SHRED", top_k=4)
     method.setup(teacher, tok, {"forget": small_bench.forget[:4]})
     calls = []
-    student = perturbed_copy(teacher)
+    student = perturbed_copy(teacher, 0.02)
     handle = teacher.register_forward_hook(lambda *a: calls.append(1))
     try:
         method.loss(student, {"forget": fixed_batch}, None)
