@@ -88,3 +88,14 @@ def pad_prompts_left(prompts: list[list[int]], pad_id: int) -> dict[str, torch.T
         ids[i, n - len(p):] = torch.tensor(p)
         mask[i, n - len(p):] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def item_batches(tokenizer, items, batch_size: int, device, max_length: int = 4096, with_index: bool = False):
+    """Padded batches of QA items in their order (``index`` holds the item indices when asked)."""
+    fmt = PromptFormat(tokenizer, max_length)
+    for s in range(0, len(items), batch_size):
+        chunk = items[s:s + batch_size]
+        b = pad_batch([fmt.encode(it.question, it.answer) for it in chunk], tokenizer.pad_token_id)
+        if with_index:
+            b["index"] = torch.arange(s, s + len(chunk))
+        yield {k: v.to(device) for k, v in b.items()}

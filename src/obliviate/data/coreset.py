@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .collate import PromptFormat, pad_batch
+from .collate import PromptFormat, item_batches, pad_batch
 from .records import QAItem
 
 STRATEGIES = ("random", "mink", "gradnorm", "moderate")
@@ -68,12 +68,9 @@ def gradient_norms(model, tokenizer, items: list[QAItem], max_length: int = 256)
 @torch.no_grad()
 def embeddings(model, tokenizer, items: list[QAItem], batch_size: int = 16, max_length: int = 256) -> np.ndarray:
     """Mean over attended positions of the last hidden state, one row per item."""
-    fmt = PromptFormat(tokenizer, max_length)
     device = next(model.parameters()).device
     rows = []
-    for s in range(0, len(items), batch_size):
-        encs = [fmt.encode(it.question, it.answer) for it in items[s:s + batch_size]]
-        b = {k: v.to(device) for k, v in pad_batch(encs, tokenizer.pad_token_id).items()}
+    for b in item_batches(tokenizer, items, batch_size, device, max_length):
         out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True)
         h = out.hidden_states[-1]
         m = b["attention_mask"].unsqueeze(-1).to(h.dtype)

@@ -46,11 +46,11 @@ from pathlib import Path
 
 import torch
 
+from ..data.collate import item_batches
 from ..errors import ConfigError
 from ..io import append_jsonl
-from ..logprobs import forward_logits, nll_mean, shift
+from ..logprobs import forward_logits, nll_mean, shift, token_logprobs
 from .base import Method, register
-from .ssd import item_batches
 
 
 def linear_modules(model, pattern: str, method: str) -> dict[str, torch.nn.Linear]:
@@ -111,11 +111,10 @@ def _fisher_passes(model, tokenizer, items, modules, kind, positions, seed, batc
         for b in item_batches(tokenizer, items, batch_size, device):
             logits = forward_logits(model, b)
             y = fisher_labels(logits, b["labels"], b["attention_mask"], kind, positions, gen)
-            lg, lb, mask = shift(logits, y)
+            logp, mask = token_logprobs(logits, y)
             if not mask.any():
                 continue
-            logp = torch.log_softmax(lg.float(), -1).gather(-1, lb.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            (-(logp * mask).sum()).backward()
+            (-logp.sum()).backward()
             tok = b["attention_mask"].bool()
             for name in modules:
                 visit(name, cap.inputs[name][tok].double(), cap.grads[name][tok].double())

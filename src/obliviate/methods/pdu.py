@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.collate import PromptFormat, pad_batch
+from ..data.collate import item_batches
 from ..errors import ConfigError
 from ..logprobs import forward_logits, sequence_logprob
 from .base import Method, register
@@ -33,14 +33,11 @@ from .losses import pdu_forget_loss, retain_loss
 @torch.no_grad()
 def retain_nll(model, tokenizer, items, batch_size: int = 16) -> float:
     """Token-mean NLL of the answers of ``items`` (all tokens of the set pooled), with the model as it is."""
-    fmt = PromptFormat(tokenizer)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for s in range(0, len(items), batch_size):
-        encs = [fmt.encode(it.question, it.answer) for it in items[s:s + batch_size]]
-        b = {k: v.to(device) for k, v in pad_batch(encs, tokenizer.pad_token_id).items()}
+    for b in item_batches(tokenizer, items, batch_size, device, max_length=512):
         lp, n = sequence_logprob(forward_logits(model, b), b["labels"])
         total -= lp.sum().item()
         count += int(n.sum())

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..data.collate import item_batches
 from ..logprobs import forward_logits, nll_mean
 from .base import Method, register
 from .kfade import linear_modules
 from .losses import inverted_hinge_loss, rol_loss
-from .ssd import item_batches
 
 
 @torch.no_grad()

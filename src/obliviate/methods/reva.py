@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.collate import item_batches
 from ..data.records import QAItem
 from ..errors import DataError
 from .base import Method, register
@@ -52,14 +53,9 @@ def read_refusals(path: str) -> list[str]:
 @torch.no_grad()
 def mean_answer_activation(model, tokenizer, items: list[QAItem], layer: int, batch_size: int = 16) -> torch.Tensor:
     """Mean of block ``layer``'s output over the answer tokens (labels != -100) of ``items``, float32."""
-    from ..data.collate import PromptFormat, pad_batch
-
-    fmt = PromptFormat(tokenizer, 4096)
     device = next(model.parameters()).device
     total, count = None, 0
-    for s in range(0, len(items), batch_size):
-        b = {k: v.to(device) for k, v in pad_batch([fmt.encode(it.question, it.answer) for it in items[s:s + batch_size]],
-                                                   tokenizer.pad_token_id).items()}
+    for b in item_batches(tokenizer, items, batch_size, device):
         h = layer_activations(model, b, layer).float()
         m = b["labels"] != -100
         part = h[m].sum(0)

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.collate import item_batches
 from ..errors import DataError
 from ..logprobs import forward_logits, shift
 from .base import Method, register
 from .losses import demotion_target, topk_kl
-from .ssd import item_batches
 
 
 @torch.no_grad()

@@ -22,23 +22,12 @@ from pathlib import Path
 
 import torch
 
-from ..data.collate import PromptFormat, pad_batch
+from ..data.collate import item_batches
 from ..errors import ConfigError
 from ..io import append_jsonl
 from ..logprobs import forward_logits, nll_mean
 from .base import Method, register
 from .losses import ssd_dampen
-
-
-def item_batches(tokenizer, items, batch_size: int, device, max_length: int = 4096, with_index: bool = False):
-    """Padded batches of QA items in their order (``index`` holds the item indices when asked)."""
-    fmt = PromptFormat(tokenizer, max_length)
-    for s in range(0, len(items), batch_size):
-        chunk = items[s:s + batch_size]
-        b = pad_batch([fmt.encode(it.question, it.answer) for it in chunk], tokenizer.pad_token_id)
-        if with_index:
-            b["index"] = torch.arange(s, s + len(chunk))
-        yield {k: v.to(device) for k, v in b.items()}
 
 
 def diagonal_fisher(model, tokenizer, items, params: dict[str, torch.nn.Parameter], batch_size: int,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.collate import PromptFormat, pad_batch
+from ..data.collate import item_batches
 from ..logprobs import IGNORE, forward_logits, nll_mean
 from .base import Method, register
 from .losses import RETAIN_LOSSES, retain_loss, whp_generic_logits, whp_loss
@@ -64,15 +64,11 @@ class WHP(Method):
     @torch.no_grad()
     def build_targets(self, base, reinforced, tokenizer, items, batch_size: int = 16) -> list[list[int]]:
         """For each item, the argmax of v_generic at each position that predicts an answer token."""
-        fmt = PromptFormat(tokenizer)
         device = next(base.parameters()).device
         was_training = base.training
         base.eval()
         self.targets = []
-        for s in range(0, len(items), batch_size):
-            b = {k: v.to(device) for k, v in pad_batch([fmt.encode(it.question, it.answer)
-                                                        for it in items[s:s + batch_size]],
-                                                       tokenizer.pad_token_id).items()}
+        for b in item_batches(tokenizer, items, batch_size, device, max_length=512):
             generic = whp_generic_logits(forward_logits(base, b).float(), forward_logits(reinforced, b).float(),
                                          self.alpha)
             ids = generic[:, :-1].argmax(-1)
