@@ -32,11 +32,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from .audit.scoring import generate_answers
 from .config import TrainConfig
 from .data.benchmark import Benchmark
-from .data.collate import PromptFormat, pad_prompts_left
+from .data.collate import PromptFormat
 from .data.realworld import (Probe, RealTarget, RealWorldSet, answer_hit, from_rwku, probe_question, read_realworld,
                              relative_change)
 from .data.records import QAItem
@@ -81,31 +80,16 @@ class GenSettings:
 
 # ---------------------------------------------------------------------------------------------------------- asking
 
-@torch.no_grad()
 def _generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, sample: bool = False,
               temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
     """Chat-template generations (greedy, or sampled with a fixed seed), cut at the stop token ``tok.eos_token``."""
-    fmt = PromptFormat(tok)
-    device = next(model.parameters()).device
-    prompts = [fmt.prompt_ids(q) for q in questions]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out = [""] * len(prompts)
     was_training = model.training
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in pad_prompts_left([prompts[i] for i in chunk], tok.pad_token_id).items()}
-        kw = dict(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None)
-        if sample:
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-        ids = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id, **kw)
-        for row, i in enumerate(chunk):
-            out[i] = tok.decode(ids[row, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    model.train(was_training)
-    return out
+    try:
+        return generate_answers(model, tok, PromptFormat(tok), questions, batch_size, max_new_tokens, sample=sample,
+                                temperature=temperature, top_p=top_p, seed=seed)
+    finally:
+        model.train(was_training)
 
 
 def answer_probes(model, tok, probes: list[Probe], max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:

@@ -86,17 +86,24 @@ def score_items(model, fmt: PromptFormat, items: list[QAItem], pad_id: int, batc
 
 @torch.no_grad()
 def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], batch_size: int = 32,
-                     max_new_tokens: int = 64) -> list[str]:
-    """Greedy continuations of each question's prompt, decoded without special tokens, cut at EOS."""
+                     max_new_tokens: int = 64, sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                     seed: int = 0) -> list[str]:
+    """Continuations of each question's prompt, decoded without special tokens, cut at EOS: greedy, or with
+    ``sample`` nucleus sampling seeded per batch from ``seed`` (the same questions and seed give the same texts)."""
     device = next(model.parameters()).device
     prompts = [fmt.prompt_ids(q) for q in questions]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out = [""] * len(prompts)
+    seeds = torch.Generator().manual_seed(seed)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in pad_prompts_left([prompts[i] for i in chunk], tokenizer.pad_token_id).items()}
-        gen = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id, num_beams=1, temperature=None, top_p=None, top_k=None)
+        kw = dict(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None)
+        if sample:
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=seeds)))
+            kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        gen = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id, **kw)
         for row, i in enumerate(chunk):
             out[i] = tokenizer.decode(gen[row, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     return out
