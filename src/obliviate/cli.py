@@ -269,6 +269,9 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argp
         if dest in ("hparams", "hp"):
             if not isinstance(value, dict):
                 raise ConfigError(f"{args.config}: 'hparams' must be a mapping of hyperparameter names to values")
+            for name in value:
+                if not isinstance(name, str):
+                    raise ConfigError(f"{args.config}: 'hparams': hyperparameter name {name!r} is not text")
             hparams = value
             continue
         if dest not in dests or dest in ("config", "help"):

@@ -122,14 +122,14 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     ``coreset`` (``("mink", 0.1)``: strategy and fraction, see ``data.coreset``) trains on that subset of the forget
     split, chosen at the starting model; the audit still measures the whole split (the coreset effect).
     """
-    from .data.validate import check_hparams, check_output_dir, check_prompts, model_context
+    from .data.validate import check_output_dir, check_prompts, model_context
     from .engine.loop import mark_failed
     from .models.lora import apply_lora, lora_options, merge_lora
 
     out_dir = Path(out_dir)
     cfg.validate()
     check_output_dir(out_dir)
-    m = make_method(method, **check_hparams(method, hparams))
+    m = make_method(method, **(hparams or {}))
     lora_opts = lora_options(lora)
     run_config = {"method": m.name, "hparams": m.hparams(), "train": dataclasses.asdict(cfg),
                   "model": str(model_dir), "benchmark": str(bench.root),

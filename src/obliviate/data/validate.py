@@ -2,17 +2,15 @@
 
 The loaders (``formats``, ``benchmark``) already refuse a file that cannot be read or a record that does not validate;
 these checks cover what needs more than one record or more than the data: a prompt that does not fit the model, perturbed
-answers a metric needs, hyperparameter values, an output folder that cannot be written, a ``data:`` path in a config
+answers a metric needs, an output folder that cannot be written, a ``data:`` path in a config
 file. Each raises an ``ObliviateError`` naming the file, the record and the field (docs/errors.md lists them all).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError, DataError
 
@@ -66,61 +64,6 @@ def check_perturbed(bench, forget_quality: bool, splits=None) -> None:
             raise DataError(f"{bench.where(items[0], 'forget item 0')}: field 'perturbed_answer' is missing; forget "
                             f"quality (--oracle) compares truth ratios, which need perturbed answers for every forget "
                             f"item (use {bench.forget_split}_perturbed.json)")
-
-
-def _number(method: str, key: str, value: Any, kind: type):
-    where = f"method {method}: hyperparameter '{key}' = {value!r}"
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{where} is not a number")
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        raise ConfigError(f"{where} is not a number") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{where} is not a finite number")
-    if kind is int:
-        if number != int(number) or abs(number) > 2**53:
-            raise ConfigError(f"{where} is not a whole number")
-        return int(number)
-    return number
-
-
-def check_hparams(method: str, hparams: dict | None) -> dict:
-    """Hyperparameters coerced to the method's types (text from the command line, anything from YAML); a value of the
-    wrong kind is refused here, by name, instead of surfacing as a type error mid-run. Unknown method or hyperparameter
-    names and out-of-range values are left to ``make_method``, which names them."""
-    from ..methods.base import METHODS, hyperparameters
-
-    hparams = dict(hparams or {})
-    cls = METHODS.get(str(method).lower())
-    if cls is None:
-        return hparams
-    known = hyperparameters(cls)
-    out = {}
-    for key, value in hparams.items():
-        if not isinstance(key, str):
-            raise ConfigError(f"method {cls.name}: hyperparameter name {key!r} is not text")
-        if key not in known:
-            out[key] = value  # make_method names the unknown key
-            continue
-        default = known[key]
-        if isinstance(default, bool):
-            if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-                value = value.strip().lower() in ("true", "1", "yes")
-            if not isinstance(value, bool):
-                raise ConfigError(f"method {cls.name}: hyperparameter '{key}' = {value!r} should be true or false")
-            out[key] = value
-        elif isinstance(default, (int, float)):
-            out[key] = _number(cls.name, key, value, type(default))
-        elif isinstance(default, str):
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = str(value)
-            if not isinstance(value, str):
-                raise ConfigError(f"method {cls.name}: hyperparameter '{key}' = {value!r} should be text")
-            out[key] = value
-        else:
-            out[key] = value
-    return out
 
 
 def check_output_dir(path: str | Path, option: str = "--out") -> None:

@@ -19,6 +19,7 @@ optimizer is built. A method that edits weights without a training loop (task ve
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -96,8 +97,44 @@ def hyperparameters(cls: type[Method]) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
+def _number(method: str, key: str, value: Any, kind: type):
+    where = f"method {method}: hyperparameter '{key}' = {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where} is not a number")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{where} is not a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} is not a finite number")
+    if kind is int:
+        if number != int(number) or abs(number) > 2**53:
+            raise ConfigError(f"{where} is not a whole number")
+        return int(number)
+    return number
+
+
+def _coerce(cls: type[Method], key: str, value: Any, default: Any) -> Any:
+    """``value`` (text from the command line, anything from YAML) as the type of ``default``, or a ConfigError."""
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            value = value.strip().lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"method {cls.name}: hyperparameter '{key}' = {value!r} should be true or false")
+        return value
+    if isinstance(default, (int, float)):
+        return _number(cls.name, key, value, type(default))
+    if isinstance(default, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"method {cls.name}: hyperparameter '{key}' = {value!r} should be text")
+    return value
+
+
 def make_method(name: str, **hparams) -> Method:
-    """Instantiate a registered method, rejecting unknown names and hyperparameters with one clear line."""
+    """Instantiate a registered method, rejecting unknown names and hyperparameters with one clear line; values are
+    converted to each hyperparameter's type, and one of the wrong kind is refused by name."""
     cls = METHODS.get(name.lower())
     if cls is None:
         raise ConfigError(f"unknown method '{name}' (known: {', '.join(sorted(c.name for c in METHODS.values()))})")
@@ -105,15 +142,7 @@ def make_method(name: str, **hparams) -> Method:
     for key in hparams:
         if key not in known:
             raise ConfigError(f"method {cls.name}: unknown hyperparameter '{key}' (known: {', '.join(known) or 'none'})")
-    coerced = {}
-    for key, value in hparams.items():
-        default = known[key]
-        try:
-            coerced[key] = type(default)(value) if isinstance(default, (int, float)) and not isinstance(default, bool) \
-                else value
-        except (TypeError, ValueError):
-            raise ConfigError(f"method {cls.name}: hyperparameter '{key}' = {value!r} is not a number") from None
-    method = cls(**coerced)
+    method = cls(**{key: _coerce(cls, key, value, known[key]) for key, value in hparams.items()})
     method.validate()
     return method
 
