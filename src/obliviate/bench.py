@@ -139,11 +139,9 @@ def _finished(run_dir: Path, config: dict) -> bool:
 
 
 def _time_per_step(run_dir: Path) -> tuple[float | None, int]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None, 0
-    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    lines = [x for x in lines if "elapsed_s" in x]
+    from .report.html import read_metrics
+
+    lines = [x for x in read_metrics(run_dir / "metrics.jsonl") if "elapsed_s" in x]
     if not lines:
         return None, 0
     last = lines[-1]
