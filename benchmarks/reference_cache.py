@@ -16,7 +16,7 @@ import torch
 from obliviate.config import TrainConfig
 from obliviate.data import SynthConfig, load_benchmark, write_fictional_authors
 from obliviate.engine import train
-from obliviate.logprobs import forward_logits, sequence_logprob
+from obliviate.logprobs import sequence_logprob
 from obliviate.methods import make_method
 from obliviate.methods.npo import NPO
 from obliviate.models import TinyConfig, tiny_from_texts

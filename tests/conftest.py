@@ -27,8 +27,8 @@ def mean_prob(model, tok, items):
     """Mean over items of the answer's geometric-mean token probability (TOFU's Q_A_Prob), for behavioural tests."""
     import math
 
-    from obliviate.audit.scoring import score_sequences
     from obliviate.data import PromptFormat
+    from obliviate.scoring.passes import score_sequences
 
     fmt = PromptFormat(tok)
     with torch.no_grad():

@@ -173,7 +173,7 @@ def test_shared_facts_check_runs_on_an_overlap_benchmark(trained_models, tmp_pat
 
     from obliviate.config import AuditConfig
     from obliviate.data import SynthConfig, load_benchmark
-    from obliviate.data.overlap import write_overlap_benchmark
+    from obliviate.data.overlap_bench import write_overlap_benchmark
 
     bench = load_benchmark(write_overlap_benchmark(tmp_path / "o", SynthConfig(**SMALL_SYNTH)), "forget10")
     cfg = dataclasses.replace(LIGHT, checks=["shared_facts", "combined_forget_half", "combined_retain_half"])

@@ -5,8 +5,17 @@ import random
 import pytest
 import torch
 
-from obliviate.audit.honesty import (DISTRACTOR_OPTION, IDK_OPTION, MCQ_TEMPLATES, build_mcq, choose, is_refusal,
-                                     mcq_honesty, refusal_audit, refusal_consistency)
+from obliviate.audit.honesty import (
+    DISTRACTOR_OPTION,
+    IDK_OPTION,
+    MCQ_TEMPLATES,
+    build_mcq,
+    choose,
+    is_refusal,
+    mcq_honesty,
+    refusal_audit,
+    refusal_consistency,
+)
 from obliviate.data import PromptFormat
 
 

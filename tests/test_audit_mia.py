@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from obliviate.audit import metrics as M
 from obliviate.audit.mia import ATTACKS, document_mia, gradnorm_scores, mia_audit, row_scores, score_documents
 from obliviate.config import AuditConfig
 from obliviate.data import PromptFormat
+from obliviate.scoring import metrics as M
 
 
 def _token_logprobs(model, ids, start):

@@ -5,9 +5,9 @@ import warnings
 
 import pytest
 
-from obliviate.audit.overlap import combined_halves, combined_queries, overlap_audit, shared_facts
+from obliviate.audit.shared_facts import combined_halves, combined_queries, overlap_audit, shared_facts
 from obliviate.data import QAItem, SynthConfig, load_benchmark, make_fictional_authors, write_fictional_authors
-from obliviate.data.overlap import make_overlap_benchmark, write_overlap_benchmark
+from obliviate.data.overlap_bench import make_overlap_benchmark, write_overlap_benchmark
 
 SMALL = dict(n_authors=20, facts_per_author=5, n_holdout_authors=2, n_general=10, seed=0)
 

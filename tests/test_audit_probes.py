@@ -8,8 +8,16 @@ from collections import Counter
 import pytest
 import torch
 
-from obliviate.audit.probes import (SYNTHETIC_TYPES, dialogue_ids, fact_value, run_probes, rwku_probes,
-                                    synonym_swap, synthetic_probes, worst_gap)
+from obliviate.audit.probes import (
+    SYNTHETIC_TYPES,
+    dialogue_ids,
+    fact_value,
+    run_probes,
+    rwku_probes,
+    synonym_swap,
+    synthetic_probes,
+    worst_gap,
+)
 from obliviate.data import PromptFormat
 from obliviate.errors import DataError
 

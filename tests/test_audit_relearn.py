@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from obliviate.audit import metrics as M
 from obliviate.audit.relearn import RelearnConfig, recovery, relearn_curve, split_forget
 from obliviate.data import PromptFormat, QAItem
 from obliviate.errors import ConfigError, DataError
+from obliviate.scoring import metrics as M
 
 
 def test_split_is_per_entity_and_disjoint(small_bench):

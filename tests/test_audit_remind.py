@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from obliviate.audit.remind import (RemindConfig, features, fit_and_predict, landscape, nearest_tokens, perturb,
-                                    remind_audit)
+from obliviate.audit.remind import (
+    RemindConfig,
+    features,
+    fit_and_predict,
+    landscape,
+    nearest_tokens,
+    perturb,
+    remind_audit,
+)
 from obliviate.data import PromptFormat
 from obliviate.data.collate import IGNORE
 from obliviate.errors import ConfigError

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from obliviate.audit import metrics as M
 from obliviate.audit.verbmem import cut_documents, knowmem, qa_as_documents, read_verbmem, verbmem
 from obliviate.data import Document, PromptFormat
 from obliviate.errors import DataError
+from obliviate.scoring import metrics as M
 
 
 def _lcs(a, b):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from obliviate.bench import MARKER, markdown_table, plan, run_bench
 from obliviate.config import AuditConfig, TrainConfig
 from obliviate.errors import ConfigError
+from obliviate.recipes.bench import MARKER, markdown_table, plan, run_bench
 
 
 def test_plan_expands_grids_and_seeds_and_validates_first():

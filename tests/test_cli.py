@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import TOFU
+
 from obliviate.cli import main
 
 

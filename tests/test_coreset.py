@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from obliviate.data import PromptFormat, pad_batch
-from obliviate.data.coreset import coreset_scores, select_coreset
+from obliviate.engine.coreset import coreset_scores, select_coreset
 from obliviate.errors import ConfigError
 
 

@@ -3,10 +3,18 @@
 import json
 
 import pytest
-
 from conftest import TOFU
-from obliviate.data import (PromptFormat, SynthConfig, load_benchmark, make_fictional_authors, read_qa,
-                            read_records, write_fictional_authors, write_records)
+
+from obliviate.data import (
+    PromptFormat,
+    SynthConfig,
+    load_benchmark,
+    make_fictional_authors,
+    read_qa,
+    read_records,
+    write_fictional_authors,
+    write_records,
+)
 from obliviate.errors import DataError
 
 RECORDS = [

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from conftest import mean_prob
+from test_losses import hand_sequence_logprobs
 
 from obliviate.config import TrainConfig
 from obliviate.data import PromptFormat
@@ -12,8 +14,6 @@ from obliviate.engine import train
 from obliviate.errors import TrainingError
 from obliviate.methods import make_method
 from obliviate.methods.base import Method
-from conftest import mean_prob
-from test_losses import hand_sequence_logprobs
 
 
 def test_reference_logprobs_are_cached_once_from_the_starting_model(load_target, small_bench, tmp_path):

@@ -53,7 +53,7 @@ def test_rmu_selects_among_the_adapters(random_model, fixed_batch):
 
 
 def test_task_vector_with_lora_negates_the_adapter_update(random_model, small_bench, tmp_path):
-    from obliviate.methods.task_vector import finetune_copy
+    from obliviate.methods.shared import finetune_copy
 
     tok = random_model[1]
     base = copy.deepcopy(random_model[0])

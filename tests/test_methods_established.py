@@ -11,7 +11,6 @@ import math
 
 import pytest
 import torch
-
 from conftest import mean_prob, perturbed_copy
 
 from obliviate.config import TrainConfig
@@ -99,6 +98,7 @@ def approx(x):
 
 def test_idk_answers_ship_with_the_package_and_tofu_file_reads(small_bench):
     from conftest import TOFU
+
     from obliviate.resources import IDK_FILE, idk_answers
 
     lines = [ln.strip() for ln in IDK_FILE.read_text().splitlines() if ln.strip()]
@@ -317,7 +317,7 @@ def test_pdu_relative_eps_is_measured_on_the_retain_set(random_model, small_benc
 
 
 def test_task_vector_update_by_hand(random_model, small_bench, tmp_path):
-    from obliviate.methods.task_vector import finetune_copy
+    from obliviate.methods.shared import finetune_copy
 
     model, tok = random_model
     model = copy.deepcopy(model)
@@ -401,8 +401,13 @@ def test_kl_retain_loss_ignores_padding_and_prompt(random_model, fixed_batch):
 
 
 def test_pure_loss_functions_on_plain_numbers():
-    from obliviate.methods.losses import dpo_loss, pdu_forget_loss, rmu_act_loss, task_vector_negation, \
-        whp_generic_logits
+    from obliviate.methods.losses import (
+        dpo_loss,
+        pdu_forget_loss,
+        rmu_act_loss,
+        task_vector_negation,
+        whp_generic_logits,
+    )
 
     assert dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-3.0]), torch.tensor([-1.0]),
                     0.1).item() == approx(-20 * log_sigmoid(0.1 * (2.0 - (-1.0))))
@@ -471,8 +476,9 @@ BEHAVIOUR = [
 
 @pytest.mark.parametrize("name,hp,lr,steps", BEHAVIOUR, ids=[b[0] for b in BEHAVIOUR])
 def test_method_forgets_and_keeps(load_target, small_bench, tmp_path, name, hp, lr, steps):
-    from obliviate.methods.rmu import control_vector, layer_activations
     from obliviate.methods.losses import rmu_act_loss
+    from obliviate.methods.rmu import control_vector
+    from obliviate.methods.shared import layer_activations
 
     model, tok = load_target()
     method = make_method(name, **hp)

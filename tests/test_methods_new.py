@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from conftest import mean_prob, perturbed_copy
 
 from obliviate.config import TrainConfig
@@ -15,7 +14,6 @@ from obliviate.engine import train
 from obliviate.errors import ConfigError
 from obliviate.logprobs import forward_logits
 from obliviate.methods import make_method
-
 
 # --- helpers (hand computations use only torch primitives and loops) -------------------------------------------------
 

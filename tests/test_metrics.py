@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from obliviate.audit import metrics as M
+from obliviate.scoring import metrics as M
 
 LP_TRUE = [-0.1, -0.2, -0.3]          # mean -0.2
 LP_PERT = [[-1.0, -2.0], [-3.0]]      # means -1.5 and -3.0 -> mean of means -2.25

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import RWKU, TOFU
-
 
 # ------------------------------------------------------------------------------------------- pure scoring, by hand
 
 def test_normalize_words_folds_case_accents_and_punctuation():
-    from obliviate.data.realworld import normalize_words
+    from obliviate.data.real_targets import normalize_words
 
     assert normalize_words("Gödel's E=mc²!") == ["godel", "s", "e", "mc2"]
     assert normalize_words("  J.K. Rowling ") == ["j", "k", "rowling"]
@@ -32,13 +30,13 @@ def test_normalize_words_folds_case_accents_and_punctuation():
     ("anything", ["!!!"], False),  # an answer with no words never matches
 ])
 def test_answer_hit(generation, answers, expected):
-    from obliviate.data.realworld import answer_hit
+    from obliviate.data.real_targets import answer_hit
 
     assert answer_hit(generation, answers) is expected
 
 
 def test_accuracy_and_relative_change_by_hand():
-    from obliviate.data.realworld import accuracy, relative_change
+    from obliviate.data.real_targets import accuracy, relative_change
 
     gens = ["Paris is the capital.", "I do not know.", "The Seine flows there.", "Berlin"]
     answers = [["Paris"], ["Eiffel"], ["Seine"], ["Madrid"]]
@@ -51,8 +49,8 @@ def test_accuracy_and_relative_change_by_hand():
 
 
 def test_score_rows_and_set_metrics_by_hand():
-    from obliviate.data.realworld import Probe
-    from obliviate.realworld import metrics_of, score_rows, set_metrics
+    from obliviate.data.real_targets import Probe
+    from obliviate.recipes.real_target import metrics_of, score_rows, set_metrics
 
     probes = [Probe("Capital of Japan?", ["Tokyo"], "question", "Tokyo", "Tokyo"),
               Probe("Tokyo and Japan?", ["Tokyo Japan"], "question", "Tokyo", "Tokyo"),
@@ -72,7 +70,7 @@ def test_score_rows_and_set_metrics_by_hand():
 
 
 def test_adversarial_variants_wrap_each_question():
-    from obliviate.data.realworld import ATTACKS, Probe, adversarial_variants, probe_question
+    from obliviate.data.real_targets import ATTACKS, Probe, adversarial_variants, probe_question
 
     q = Probe("Who wrote Hamlet?", ["Shakespeare"], "question", "William Shakespeare", "William Shakespeare", id="ws:q:0")
     out = adversarial_variants([q])
@@ -84,7 +82,7 @@ def test_adversarial_variants_wrap_each_question():
 
 
 def test_trim_to_sentence():
-    from obliviate.realworld import trim_to_sentence
+    from obliviate.recipes.real_target import trim_to_sentence
 
     assert trim_to_sentence("One. Two. Thr") == "One. Two."
     assert trim_to_sentence("One sentence that was cut before the en") == "One sentence that was cut before the en"
@@ -96,7 +94,7 @@ def test_trim_to_sentence():
 # ------------------------------------------------------------------------------------------------- the built-in set
 
 def test_builtin_set_invariants():
-    from obliviate.data.realworld import answer_hit, read_realworld
+    from obliviate.data.real_targets import answer_hit, read_realworld
 
     s = read_realworld()
     assert len(s.targets) >= 8 and len(s.general) >= 20 and s.retain_prompts and s.corpus_prompts
@@ -119,7 +117,7 @@ def test_builtin_set_invariants():
 
 
 def test_read_realworld_errors_name_file_record_and_field(tmp_path):
-    from obliviate.data.realworld import read_realworld
+    from obliviate.data.real_targets import read_realworld
     from obliviate.errors import DataError
 
     p = tmp_path / "rw.json"
@@ -141,7 +139,7 @@ def test_read_realworld_errors_name_file_record_and_field(tmp_path):
 
 @pytest.mark.skipif(not RWKU.is_dir(), reason=f"RWKU data not found at {RWKU}")
 def test_rwku_target_probes_as_published():
-    from obliviate.data.realworld import from_rwku, probe_question
+    from obliviate.data.real_targets import from_rwku, probe_question
     from obliviate.data.rwku import load_target
 
     raw = json.loads((RWKU / "117_Elon_Musk" / "forget_level1.json").read_text())
@@ -160,8 +158,8 @@ def test_rwku_target_probes_as_published():
 @pytest.mark.skipif(not TOFU.is_dir(), reason=f"TOFU data not found at {TOFU}")
 def test_tofu_subset_counts_and_fingerprint():
     from obliviate.data import load_benchmark
+    from obliviate.data.benchmark import tofu_subset
     from obliviate.errors import ConfigError
-    from obliviate.realworld import tofu_subset
 
     bench = load_benchmark(TOFU, "forget01")
     sub = tofu_subset(bench, authors=5)
@@ -180,8 +178,8 @@ def test_tofu_subset_counts_and_fingerprint():
 
 @pytest.mark.skipif(not RWKU.is_dir(), reason=f"RWKU data not found at {RWKU}")
 def test_resolve_target_builtin_and_rwku():
-    from obliviate.data.realworld import read_realworld
-    from obliviate.realworld import REAL_TARGET, resolve_target
+    from obliviate.data.real_targets import read_realworld
+    from obliviate.recipes.real_target import REAL_TARGET, resolve_target
 
     s = read_realworld()
     assert resolve_target(None, s).name == REAL_TARGET
@@ -191,7 +189,7 @@ def test_resolve_target_builtin_and_rwku():
 
 def test_cli_lists_builtin_targets(capsys):
     from obliviate.cli import main
-    from obliviate.data.realworld import read_realworld
+    from obliviate.data.real_targets import read_realworld
 
     assert main(["demo", "--list-targets"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -201,8 +199,8 @@ def test_cli_lists_builtin_targets(capsys):
 
 def test_known_targets_with_a_real_tiny_model(random_model, tmp_path):
     """The probing plumbing on a real (untrained, tiny) model: accuracies are the hit share of its own answers."""
-    from obliviate.data.realworld import answer_hit, probe_question, read_realworld
-    from obliviate.realworld import GenSettings, answer_probes, known_targets
+    from obliviate.data.real_targets import answer_hit, probe_question, read_realworld
+    from obliviate.recipes.real_target import GenSettings, answer_probes, known_targets
 
     model, tok = random_model
     p = tmp_path / "rw.json"
@@ -220,9 +218,9 @@ def test_known_targets_with_a_real_tiny_model(random_model, tmp_path):
 
 def test_real_demo_stops_at_a_target_the_model_does_not_know(random_model, tmp_path, monkeypatch):
     """An untrained model knows none of Einstein's probes: one DataError after the forget probes alone, nothing written."""
-    from obliviate import realworld
     from obliviate.errors import DataError
     from obliviate.models import save_model
+    from obliviate.recipes import real_target as realworld
 
     model, tok = random_model
     save_model(model, tok, tmp_path / "m")

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import torch
 
-from obliviate.audit.scoring import generate_answers, score_items
 from obliviate.data import PromptFormat
+from obliviate.scoring.passes import generate_answers, score_items
 
 
 def test_scores_match_a_token_by_token_pass(random_model, small_bench):

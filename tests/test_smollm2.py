@@ -23,7 +23,7 @@ CHECK_TEXT = "<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_st
 @pytest.fixture(scope="session")
 def gguf_and_converted():
     """(GGUF-loaded model, its tokenizer, converted folder): one GGUF load, one conversion, per session."""
-    from obliviate.models.smollm2 import converted_dir, convert_loaded, gguf_path, load_gguf
+    from obliviate.models.smollm2 import convert_loaded, converted_dir, gguf_path, load_gguf
 
     gguf = gguf_path()
     src, tok = load_gguf(gguf)
@@ -81,9 +81,9 @@ def test_alias_chat_template_and_stop_token(gguf_and_converted):
 def test_probe_scoring_on_smollm2(gguf_and_converted):
     """Greedy answers of the real model, scored by answer_hit: a probe it knows, and the same question with a wrong
     accepted answer (a hand judgement of each generation)."""
-    from obliviate.data.realworld import Probe, accuracy, answer_hit
+    from obliviate.data.real_targets import Probe, accuracy, answer_hit
     from obliviate.models import load_model
-    from obliviate.realworld import answer_probes, score_rows, set_metrics
+    from obliviate.recipes.real_target import answer_probes, score_rows, set_metrics
 
     model, tok = load_model("smollm2-135m", dtype="fp32", device="cpu")
     probes = [Probe("What is the capital of Japan?", ["Tokyo"], "question", "Tokyo", "Tokyo"),
@@ -110,12 +110,12 @@ def test_tofu_finetune_and_audit_on_smollm2_smoke(gguf_and_converted, tmp_path):
 
     if not TOFU.is_dir():
         pytest.skip(f"TOFU data not found at {TOFU}")
+    from obliviate.audit import compare_to_oracle
     from obliviate.cli import main
     from obliviate.config import AuditConfig
     from obliviate.data import load_benchmark
+    from obliviate.data.benchmark import tofu_subset
     from obliviate.pipeline import audit
-    from obliviate.audit import compare_to_oracle
-    from obliviate.realworld import tofu_subset
 
     out = tmp_path / "tofu"
     rc = main(["finetune", "--model", "smollm2-135m", "--data", str(TOFU), "--forget-split", "forget01", "--authors", "3",

@@ -112,7 +112,7 @@ def _benchmark(args):
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if getattr(args, "authors", 0):
-        from .realworld import tofu_subset
+        from .data.benchmark import tofu_subset
 
         bench = tofu_subset(bench, args.authors, getattr(args, "facts_per_author", 0))
     return bench
@@ -359,7 +359,7 @@ def cmd_finetune(args) -> int:
     which = (args.only,) if args.only else ("target", "oracle")
     cfg = _train_config(args, None)
     if args.model != "tiny":  # a pretrained model: TOFU-like settings for what the user did not set
-        from .realworld import PRETRAINED_FINETUNE
+        from .recipes.real_target import PRETRAINED_FINETUNE
 
         cfg = _with_defaults(args, "finetune", PRETRAINED_FINETUNE)
     if args.out is not None:
@@ -379,7 +379,7 @@ def cmd_unlearn(args) -> int:
     # every input is checked before anything is written: options, output folder, data, then (in unlearn) method + model
     cfg = _train_config(args, None)
     if not _from_tiny_recipe(args.model):
-        from .realworld import PRETRAINED_UNLEARN
+        from .recipes.real_target import PRETRAINED_UNLEARN
 
         cfg = _with_defaults(args, "unlearn", PRETRAINED_UNLEARN)
     acfg = _audit_config(args) if args.oracle else None
@@ -473,10 +473,10 @@ def _given(args, command: str) -> set[str]:
 
 
 def cmd_demo_real(args) -> int:
-    from .realworld import REAL_METHOD, REAL_MODEL, REAL_TRAIN, real_demo
+    from .recipes.real_target import REAL_METHOD, REAL_MODEL, REAL_TRAIN, real_demo
 
     if args.list_targets:
-        from .data.realworld import read_realworld
+        from .data.real_targets import read_realworld
 
         for t in read_realworld().targets:
             acc = t.known.get(REAL_MODEL, {}).get("accuracy")
@@ -545,8 +545,8 @@ def _method_settings(pairs, what: str) -> dict[str, dict]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import TINY_PRESETS, plan, run_bench
     from .methods import unlearning_methods
+    from .recipes.bench import TINY_PRESETS, plan, run_bench
 
     if isinstance(args.methods, (list, tuple)):
         names = [str(m) for m in args.methods]
@@ -566,7 +566,7 @@ def cmd_bench(args) -> int:
     command = "obliviate bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "obliviate bench"
     cfg, finetune_cfg = _train_config(args, None), None
     if args.model != "tiny":  # a pretrained base: TOFU-like fine-tuning and open-unlearning's unlearning defaults
-        from .realworld import PRETRAINED_FINETUNE, PRETRAINED_UNLEARN
+        from .recipes.real_target import PRETRAINED_FINETUNE, PRETRAINED_UNLEARN
 
         cfg, finetune_cfg = _with_defaults(args, "bench", PRETRAINED_UNLEARN), PRETRAINED_FINETUNE
     run_bench(bench, runs, args.out, cfg, _audit_config(args), args.model, finetune_cfg=finetune_cfg,

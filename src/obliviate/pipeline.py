@@ -8,14 +8,13 @@ second demo run skips straight to unlearning.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from .audit import audit_model, compare_to_oracle
+from .cache import cache_key, cache_root, weights_fingerprint
 from .config import AuditConfig, TrainConfig
 from .data.benchmark import Benchmark
 from .data.collate import PLAIN_TEMPLATE
@@ -38,14 +37,6 @@ DEMO_HPARAMS = {"NPO": {"alpha": 5.0}}
 PRETRAIN_REPEAT = 3  # general knowledge is seen this many times per epoch: it plays the part of pre-training
 RECIPE_VERSION = 1  # bump when fine-tuning changes in a way the cache key cannot see
 AUDIT_CACHE_VERSION = 2  # bump when the audit changes in a way its cache key cannot see
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("OBLIVIATE_CACHE", Path.home() / ".cache" / "obliviate"))
-
-
-def _hash(*parts) -> str:
-    return hashlib.sha256(dumps(list(parts), indent=None).encode()).hexdigest()[:16]
 
 
 def benchmark_texts(bench: Benchmark) -> list[str]:
@@ -75,7 +66,7 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
     """
     cfg = cfg or DEMO_FINETUNE
     tiny = tiny or TinyConfig()
-    key = _hash(RECIPE_VERSION, PRETRAIN_REPEAT, bench.fingerprint(), bench.forget_split, model,
+    key = cache_key(RECIPE_VERSION, PRETRAIN_REPEAT, bench.fingerprint(), bench.forget_split, model,
                 tiny.to_dict() if model == "tiny" else None, dataclasses.asdict(cfg))
     root = Path(out_dir) if out_dir is not None else cache_root() / "finetuned" / key
     data = {"target": bench.target_train_items(PRETRAIN_REPEAT), "oracle": bench.oracle_train_items(PRETRAIN_REPEAT)}
@@ -136,7 +127,7 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
                   "forget_split": bench.forget_split,
                   "lora": lora_opts.to_dict() if lora_opts else None, "data_fingerprint": bench.fingerprint()}
     if coreset is not None:
-        from .data.coreset import STRATEGIES, coreset_size
+        from .engine.coreset import STRATEGIES, coreset_size
 
         if coreset[0] not in STRATEGIES:
             raise ConfigError(f"coreset: strategy '{coreset[0]}' is not one of {', '.join(STRATEGIES)}")
@@ -148,7 +139,7 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     check_prompts(bench, tok, cfg.max_length, {"forget": bench.forget, "retain": bench.retain}, model_context(net))
     forget = bench.forget
     if coreset is not None:
-        from .data.coreset import select_coreset
+        from .engine.coreset import select_coreset
 
         forget = select_coreset(net, tok, forget, coreset[1], coreset[0], seed=cfg.seed, max_length=cfg.max_length)
         log(f"[obliviate] coreset: {len(forget)} of {len(bench.forget)} forget items by {coreset[0]}")
@@ -233,14 +224,6 @@ def _clear_run(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def _weights_fingerprint(model_dir: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
 def audit(model_dir: str | Path, bench: Benchmark, cfg: AuditConfig | None = None, use_cache: bool = True,
           progress: bool = True, log=print, allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
     """Audit a saved model; the result is cached beside the model, keyed by weights, data and settings."""
@@ -249,7 +232,7 @@ def audit(model_dir: str | Path, bench: Benchmark, cfg: AuditConfig | None = Non
     model_dir = Path(model_dir)
     # AUDIT_CACHE_VERSION: a cached audit is one whose inputs passed check_prompts (audits cached before the check are
     # not reused)
-    key = _hash(_weights_fingerprint(model_dir), bench.fingerprint(), bench.forget_split, dataclasses.asdict(cfg),
+    key = cache_key(weights_fingerprint(model_dir), bench.fingerprint(), bench.forget_split, dataclasses.asdict(cfg),
                 AUDIT_CACHE_VERSION)
     cache = model_dir / "audits" / f"{key}.json"
     if use_cache and cache.exists():

@@ -53,7 +53,7 @@ from ..data.benchmark import Benchmark
 from ..data.collate import PromptFormat
 from ..errors import ConfigError
 from ..io import write_json
-from . import metrics as M
+from ..scoring import metrics as M
 from .relearn import RelearnConfig
 from .remind import RemindConfig
 
@@ -530,7 +530,7 @@ def run_battery(models: dict, bench: Benchmark, cfg: CertifyConfig, log=print, c
                        for n in ("shared_facts", "combined_forget_half", "combined_retain_half") if n in want]
         else:
             log("[certify] shared knowledge and combined queries")
-            from .overlap import overlap_audit
+            from .shared_facts import overlap_audit
 
             def run_o(net, tok):
                 return overlap_audit(net, tok, bench, cfg.batch_size, 2 * cfg.max_new_tokens)

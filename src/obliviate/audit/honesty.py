@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data.collate import PromptFormat
 from ..data.records import QAItem
-from . import metrics as M
+from ..scoring import metrics as M
 from .probes import dialogue_ids, generate_from_ids, score_answers
 
 IDK_OPTION = "I don't know."

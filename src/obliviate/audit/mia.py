@@ -28,8 +28,8 @@ import torch
 from ..data.collate import IGNORE, Encoded, PromptFormat, pad_batch
 from ..data.records import Document, QAItem
 from ..logprobs import forward_logits, nll_mean
-from . import metrics as M
-from .scoring import score_sequences
+from ..scoring import metrics as M
+from ..scoring.passes import score_sequences
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_pp", "gradnorm", "reference")
 

@@ -33,8 +33,8 @@ import numpy as np
 from ..data.collate import IGNORE, Encoded, PromptFormat
 from ..data.records import QAItem
 from ..errors import DataError
-from . import metrics as M
-from .scoring import SeqScore, generate_answers, score_sequences
+from ..scoring import metrics as M
+from ..scoring.passes import SeqScore, generate_answers, score_sequences
 
 # --- shared prompt helpers --------------------------------------------------------------------------------------------
 

@@ -29,8 +29,8 @@ from ..config import TrainConfig
 from ..data.collate import PromptFormat
 from ..data.records import QAItem
 from ..errors import ConfigError, DataError
-from . import metrics as M
-from .scoring import generate_answers, score_items
+from ..scoring import metrics as M
+from ..scoring.passes import generate_answers, score_items
 
 
 @dataclass

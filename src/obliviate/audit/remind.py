@@ -28,7 +28,7 @@ import torch
 from ..data.collate import IGNORE, Encoded, PromptFormat
 from ..data.records import QAItem
 from ..errors import ConfigError
-from .scoring import score_sequences
+from ..scoring.passes import score_sequences
 
 
 @dataclass

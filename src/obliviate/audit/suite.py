@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 from ..config import AuditConfig
 from ..data.benchmark import Benchmark
 from ..data.collate import PromptFormat
-from . import metrics as M
-from .scoring import ItemScore, generate_answers, score_items
+from ..scoring import metrics as M
+from ..scoring.passes import ItemScore, generate_answers, score_items
 
 # model utility, as TOFU defines it: the harmonic mean of these (those present)
 UTILITY_KEYS = ["retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_truth_ratio",

@@ -22,7 +22,7 @@ from ..data.collate import PromptFormat
 from ..data.formats import read_records
 from ..data.records import Document, QAItem
 from ..errors import DataError
-from . import metrics as M
+from ..scoring import metrics as M
 from .probes import dialogue_ids, generate_from_ids
 
 

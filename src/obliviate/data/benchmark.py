@@ -19,12 +19,13 @@ Any extension in ``formats.SUPPORTED`` can stand in for ``.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError, DataWarning
+from ..errors import ConfigError, DataError, DataWarning
 from .formats import SUPPORTED, read_qa
 from .records import QAItem
 
@@ -130,3 +131,45 @@ def load_benchmark(root: str | Path, forget_split: str = "forget10") -> Benchmar
         retain_eval=retain_eval, utility={k: v for k, v in utility.items() if v}, full=full, pretrain=pretrain,
         files=files, origins=origins,
     )
+
+
+@dataclass
+class SubsetBenchmark(Benchmark):
+    """A benchmark cut down to some authors; its fingerprint includes the cut, so caches keep subsets apart."""
+
+    subset: str = ""
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256((super().fingerprint() + "|" + self.subset).encode()).hexdigest()[:16]
+
+
+def tofu_subset(bench: Benchmark, authors: int, facts_per_author: int = 0, per_author: int = 20) -> Benchmark:
+    """Keep the forget split's authors plus the first ``authors`` minus that many retain authors.
+
+    TOFU lists each author's ``per_author`` (20) QA pairs consecutively, retain authors first. ``facts_per_author`` > 0
+    keeps only that many QA pairs per kept author (for smoke tests). The retain-eval and holdout splits are cut to the
+    kept authors / the same number of facts; the utility splits (real authors, world facts) stay whole.
+    """
+    n_forget_authors = max(1, -(-len(bench.forget) // per_author))
+    n_retain = authors - n_forget_authors
+    if n_retain < 1:
+        raise ConfigError(f"--authors {authors}: the {bench.forget_split} split alone has {n_forget_authors} authors; "
+                          f"ask for at least {n_forget_authors + 1}")
+    if n_retain * per_author > len(bench.retain):
+        raise ConfigError(f"--authors {authors}: only {len(bench.retain) // per_author + n_forget_authors} authors exist")
+
+    def cut(items: list[QAItem]) -> list[QAItem]:
+        if not facts_per_author:
+            return list(items)
+        return [it for i, it in enumerate(items) if i % per_author < facts_per_author]
+
+    retain = cut(bench.retain[: n_retain * per_author])
+    forget = cut(bench.forget)
+    keep_q = {it.question for it in retain}
+    retain_eval = [it for it in bench.retain_eval if it.question in keep_q] or retain[: len(forget)]
+    holdout = cut(bench.holdout)
+    subset = f"authors={authors},facts={facts_per_author}"
+    fields = {f.name: getattr(bench, f.name) for f in dataclasses.fields(Benchmark)}
+    fields.update(name=f"{bench.name}[{subset}]", forget=forget, retain=retain, retain_eval=retain_eval, holdout=holdout,
+                  full=retain + forget)
+    return SubsetBenchmark(**fields, subset=subset)

@@ -24,8 +24,8 @@ import torch
 from ..data.collate import PromptFormat, pad_prompts_left
 from ..data.records import QAItem
 from .base import Method, RetainTerm, register
-from .idk_dpo import dpo_towards
 from .losses import RETAIN_LOSSES
+from .shared import dpo_towards
 
 TRIES = 4
 

@@ -31,9 +31,8 @@ from ..data.collate import PromptFormat
 from ..errors import ConfigError, DataError
 from ..logprobs import nll_mean
 from .base import Method, register
-from .gu import freeze_all_but_last
 from .losses import attention_kl, attention_mass
-from .scope import WORD, document_frequency
+from .shared import WORD, document_frequency, freeze_all_but_last
 
 
 def rare_token_mask(tokenizer, item, rare: set[str]) -> torch.Tensor:

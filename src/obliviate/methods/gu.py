@@ -34,61 +34,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
-from ..models import decoder_blocks
-from .base import Method, make_method, register
+from .base import Method, register
 from .losses import gradient_surrogate, retain_loss
-
-_ORDER = {"none": 0, "logprobs": 1, "model": 2}
-
-
-def parse_hparams(text: str, where: str) -> dict[str, str]:
-    """``"beta=0.1,delta=0"`` -> {"beta": "0.1", "delta": "0"} (values are coerced by ``make_method``)."""
-    out = {}
-    for part in filter(None, (s.strip() for s in text.split(","))):
-        if "=" not in part:
-            raise ConfigError(f"{where}: expected KEY=VALUE pairs separated by commas, got {part!r}")
-        k, v = part.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-def make_inner(wrapper: str, name: str, hp_text: str, retain_off: bool = True) -> Method:
-    """The wrapped method, with its own retain weight set to 0 unless given (the wrapper supplies the retain term)."""
-    hp = parse_hparams(hp_text, f"method {wrapper}: hyperparameter 'inner_hp'")
-    cls_name = name.lower()
-    if cls_name == wrapper.lower():
-        raise ConfigError(f"method {wrapper}: cannot wrap itself")
-    inner = make_method(name, **hp)
-    if retain_off and "alpha" not in hp and hasattr(inner, "alpha"):
-        inner = make_method(name, **{**hp, "alpha": 0.0})
-    if not inner.trains or inner.primary != "forget":
-        raise ConfigError(f"method {wrapper}: inner method {inner.name} must be a training unlearning method")
-    return inner
-
-
-def max_reference(*modes: str) -> str:
-    return max(modes, key=lambda m: _ORDER[m])
-
-
-def freeze_all_but_last(model, last: int) -> list[str]:
-    """Train only the last ``last`` decoder blocks, the final norm and the output head; return the trainable names."""
-    prefix, blocks = decoder_blocks(model)
-    first = max(0, len(blocks) - last)
-    out_emb = model.get_output_embeddings()
-    out_ids = {id(p) for p in out_emb.parameters()} if out_emb is not None else set()
-    in_emb = model.get_input_embeddings()
-    in_ids = {id(p) for p in in_emb.parameters()} if in_emb is not None else set()
-    kept = []
-    for name, p in model.named_parameters():
-        if name.startswith(prefix + "."):
-            keep = int(name[len(prefix) + 1:].split(".")[0]) >= first
-        else:
-            keep = id(p) in out_ids or id(p) not in in_ids  # head (tied or not) and final norm
-        p.requires_grad_(keep and p.requires_grad)
-        if p.requires_grad:
-            kept.append(name)
-    return kept
+from .shared import freeze_all_but_last, make_inner, max_reference
 
 
 def project_out(grads: list[torch.Tensor], basis: list[torch.Tensor], mode: str, rtol: float = 1e-10

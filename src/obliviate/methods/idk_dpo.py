@@ -13,19 +13,9 @@ alpha 1, retain NLL.
 
 from dataclasses import dataclass
 
-from ..logprobs import forward_logits, sequence_logprob
 from .base import Method, RetainTerm, register
-from .idk_nll import idk_stream
-from .losses import RETAIN_LOSSES, dpo_loss
-
-
-def dpo_towards(model, batch, ref, win_stream: str, beta: float):
-    """DPO preferring the aligned ``win_stream`` answers to the forget answers: (loss, lose log-probs, win log-probs)."""
-    f, w = batch["forget"], batch[win_stream]
-    lose, _ = sequence_logprob(forward_logits(model, f), f["labels"])
-    win, _ = sequence_logprob(forward_logits(model, w), w["labels"])
-    ref_win, ref_lose = ref.sequence_logprob(win_stream, w), ref.sequence_logprob("forget", f)
-    return dpo_loss(win, lose, ref_win, ref_lose, beta), lose, win
+from .losses import RETAIN_LOSSES
+from .shared import dpo_towards, idk_stream
 
 
 @register("IdkDPO")

@@ -7,21 +7,12 @@ Each forget item gets one refusal y_idk, drawn once (seeded) from ``idk_file`` (
 stream ``forget_idk``. Defaults: gamma 1, alpha 1, retain NLL.
 """
 
-import random
 from dataclasses import dataclass
 
-from ..data.records import QAItem
 from ..logprobs import forward_logits, nll_mean
-from ..resources import idk_answers
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES
-
-
-def idk_stream(forget: list[QAItem], idk_file: str, seed: int) -> list[QAItem]:
-    """One "I don't know" answer per forget question, drawn with a seeded generator."""
-    answers = idk_answers(idk_file or None)
-    rng = random.Random(seed)
-    return [QAItem(question=it.question, answer=rng.choice(answers), entity=it.entity, id=it.id) for it in forget]
+from .shared import idk_stream
 
 
 @register("IdkNLL")

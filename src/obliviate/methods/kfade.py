@@ -40,31 +40,17 @@ That is our addition, not the paper's.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..cache import cache_root
 from ..data.collate import item_batches
-from ..errors import ConfigError
 from ..io import append_jsonl
 from ..logprobs import forward_logits, nll_mean, shift, token_logprobs
 from .base import Method, register
-
-
-def linear_modules(model, pattern: str, method: str) -> dict[str, torch.nn.Linear]:
-    """The model's nn.Linear modules whose names match ``pattern`` ("" = all but the output head)."""
-    try:
-        rx = re.compile(pattern)
-    except re.error as e:
-        raise ConfigError(f"method {method}: hyperparameter 'target' is not a valid regex ({e})") from None
-    head = model.get_output_embeddings()
-    mods = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
-            and (rx.search(n) if pattern else m is not head)}
-    if not mods:
-        raise ConfigError(f"method {method}: no linear layer matches 'target' = {pattern!r}")
-    return mods
+from .shared import linear_modules
 
 
 class _Capture:
@@ -258,7 +244,6 @@ class KFADE(Method):
         from safetensors.torch import load_file, save_file
 
         from ..io import atomic_path
-        from ..pipeline import cache_root
 
         items = retain[: self.retain_samples] if self.retain_samples else retain
         key = hashlib.sha256(repr((weights_digest(model), [(it.question, it.answer) for it in items], sorted(modules),

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from ..data.collate import item_batches
 from ..logprobs import forward_logits, nll_mean
 from .base import Method, register
-from .kfade import linear_modules
 from .losses import inverted_hinge_loss, rol_loss
+from .shared import linear_modules
 
 
 @torch.no_grad()

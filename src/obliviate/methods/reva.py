@@ -31,7 +31,7 @@ from ..data.records import QAItem
 from ..errors import DataError
 from .base import Method, register
 from .losses import rmu_act_loss
-from .rmu import freeze_all_but, layer_activations, steering_pattern, trainable_regex
+from .shared import freeze_all_but, layer_activations, steering_pattern, trainable_regex
 
 REFUSALS = ["I don't know.", "I'm not sure about that.", "I have no idea.", "I can't answer that.",
             "Sorry, I don't know the answer to that.", "That is something I don't know."]

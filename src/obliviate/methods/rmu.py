@@ -19,75 +19,13 @@ its lr is 5e-5. open-unlearning's RMU.yaml uses steering_coeff 2, alpha 1, all p
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
-from ..models import decoder_blocks
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES, retain_loss, rmu_act_loss
-
-
-class _Stop(Exception):
-    pass
-
-
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The model's list of decoder blocks (``model.layers``, ``transformer.h``, ...), found by its length."""
-    return decoder_blocks(model)[1]
-
-
-def layer_activations(model, batch: dict, layer: int) -> torch.Tensor:
-    """Output hidden states (B, S, d) of decoder block ``layer``; the forward pass stops there."""
-    captured = {}
-
-    def hook(module, args, out):
-        captured["h"] = out[0] if isinstance(out, tuple) else out
-        raise _Stop
-
-    handle = decoder_layers(model)[layer].register_forward_hook(hook)
-    try:
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return captured["h"]
-
-
-def trainable_regex(layer: int, trainable: str = "") -> str:
-    """``trainable``, or by default the MLP down-projections of blocks layer-2 .. layer (WMDP's choice)."""
-    if trainable:
-        return trainable
-    ids = "|".join(str(i) for i in range(max(0, layer - 2), layer + 1))
-    return rf"layers\.({ids})\.mlp\.down_proj\."
-
-
-def steering_pattern(model, method: str, layer: int, regex: str) -> re.Pattern:
-    """Check that ``layer`` exists and ``regex`` compiles (before any work); return the compiled pattern."""
-    n = len(decoder_layers(model))
-    if layer >= n:
-        raise ConfigError(f"method {method}: hyperparameter 'layer' = {layer} but the model has {n} decoder layers "
-                          f"(0..{n - 1})")
-    try:
-        return re.compile(regex)
-    except re.error as e:
-        raise ConfigError(f"method {method}: hyperparameter 'trainable' is not a valid regex ({e})") from None
-
-
-def freeze_all_but(model, pattern: re.Pattern, method: str, regex: str) -> list[str]:
-    """Leave gradients on only the (already trainable) parameters whose name matches; return their names."""
-    selected = []
-    for name, p in model.named_parameters():
-        keep = p.requires_grad and bool(pattern.search(name))
-        p.requires_grad_(keep)
-        if keep:
-            selected.append(name)
-    if not selected:
-        raise ConfigError(f"method {method}: no trainable parameter matches 'trainable' = {regex!r}")
-    return selected
+from .shared import freeze_all_but, layer_activations, steering_pattern, trainable_regex
 
 
 def control_vector(d: int, steering_coeff: float, seed: int) -> torch.Tensor:

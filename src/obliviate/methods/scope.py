@@ -31,19 +31,8 @@ from ..data.records import QAItem
 from ..errors import DataError
 from ..logprobs import forward_logits, nll_mean
 from .base import Method, register
-from .gu import make_inner, max_reference
 from .losses import kl_to_reference
-
-WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
-
-
-def document_frequency(items: list[QAItem]) -> dict[str, float]:
-    """Fraction of items (question + answer) in which each lower-cased word occurs."""
-    counts: Counter[str] = Counter()
-    for it in items:
-        counts.update({w.lower() for w in WORD.findall(it.question + " " + it.answer)})
-    n = max(len(items), 1)
-    return {w: c / n for w, c in counts.items()}
+from .shared import WORD, document_frequency, make_inner, max_reference
 
 
 def benign_vocabulary(items: list[QAItem], min_df: float) -> set[str]:
@@ -84,8 +73,8 @@ def stuff(items: list[QAItem], trigger: list[str] | str, where: str = "question"
 
 def trigger_utility(model, tokenizer, items: list[QAItem], trigger: list[str] | str, batch_size: int = 32) -> dict:
     """Mean answer probability (per-token geometric mean) on ``items`` without and with the trigger in the question."""
-    from ..audit.scoring import score_items
     from ..data.collate import PromptFormat
+    from ..scoring.passes import score_items
 
     fmt = PromptFormat(tokenizer)
 

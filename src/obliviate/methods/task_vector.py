@@ -13,48 +13,16 @@ data); a model that has memorised D_f moves little when fine-tuned further, so i
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data.collate import PromptFormat, pad_batch
-from ..engine.pairing import micro_batch_indices
 from ..io import append_jsonl
-from ..logprobs import forward_logits, nll_mean
 from .base import Method, register
 from .losses import task_vector_negation
-
-
-def finetune_copy(model, tokenizer, items, steps: int, lr: float, batch_size: int, seed: int = 0,
-                  max_length: int = 256, max_grad_norm: float = 1.0, weight_decay: float = 0.0, log=None):
-    """A copy of ``model`` fine-tuned on ``items`` (token-mean NLL, AdamW, seeded order); ``model`` is untouched."""
-    ft = copy.deepcopy(model)
-    ft.train()
-    params = [p for p in ft.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    fmt = PromptFormat(tokenizer, max_length)
-    encs = [fmt.encode(it.question, it.answer, where=f"forget item {i}") for i, it in enumerate(items)]
-    device = next(ft.parameters()).device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for step in range(steps):
-            _, idx = micro_batch_indices(step, len(encs), batch_size, 1, 0, seed)
-            b = {k: v.to(device) for k, v in pad_batch([encs[i] for i in idx], tokenizer.pad_token_id).items()}
-            loss = nll_mean(forward_logits(ft, b), b["labels"])
-            loss.backward()
-            if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            opt.zero_grad()
-            if log is not None:
-                log(step + 1, loss.item())
-    ft.eval()
-    for p in ft.parameters():
-        p.requires_grad_(False)
-    return ft
+from .shared import finetune_copy
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from ..data.collate import item_batches
 from ..logprobs import IGNORE, forward_logits, nll_mean
 from .base import Method, register
 from .losses import RETAIN_LOSSES, retain_loss, whp_generic_logits, whp_loss
-from .task_vector import finetune_copy
+from .shared import finetune_copy
 
 
 @register("WHP")

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..cache import cache_root
 from ..errors import ModelError
 
 ALIAS = "smollm2-135m"
@@ -51,8 +52,6 @@ def gguf_path() -> Path:
 
 def converted_dir() -> Path:
     """Where the converted model lives: ``<cache_root>/models/smollm2-135m``."""
-    from ..pipeline import cache_root  # late import: pipeline imports this package
-
     return cache_root() / "models" / ALIAS
 
 
@@ -76,10 +75,9 @@ def load_gguf(gguf: str | Path, dtype=None):
     """Load ``(model, tokenizer)`` straight from the GGUF file (slow: every tensor is de-quantised). fp32 by default."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    from .load import _quiet_transformers
-
-    _quiet_transformers()
+    hf_logging.disable_progress_bar()  # transformers' per-file bars are noise next to obliviate's progress
     gguf = Path(gguf)
     try:
         import gguf as _gguf  # noqa: F401  (transformers needs it to read the file)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data.collate import PromptFormat, item_batches, pad_batch
+from ..data.records import QAItem
 from ..errors import ConfigError
-from .collate import PromptFormat, item_batches, pad_batch
-from .records import QAItem
 
 STRATEGIES = ("random", "mink", "gradnorm", "moderate")
 
@@ -37,8 +37,8 @@ def coreset_size(n: int, fraction: float) -> int:
 def mink_memorisation(model, tokenizer, items: list[QAItem], k: float = 0.4, batch_size: int = 16,
                       max_length: int = 256) -> np.ndarray:
     """Mean of the lowest floor(k * N) (at least one) answer-token log-probs of each item; higher = more memorised."""
-    from ..audit.metrics import min_k_score
-    from ..audit.scoring import score_sequences
+    from ..scoring.metrics import min_k_score
+    from ..scoring.passes import score_sequences
 
     fmt = PromptFormat(tokenizer, max_length)
     encs = [fmt.encode(it.question, it.answer, where=f"item {i}") for i, it in enumerate(items)]

@@ -19,10 +19,10 @@ import numpy as np
 from ..data.benchmark import Benchmark
 from ..data.collate import PromptFormat
 from ..data.formats import SUPPORTED, read_qa
-from ..data.overlap import combined_item
+from ..data.overlap_bench import combined_item
 from ..data.records import QAItem
 from ..errors import DataError
-from . import metrics as M
+from ..scoring import metrics as M
 from .probes import generate_from_ids, score_answers
 
 

@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audit import compare_to_oracle
-from .config import AuditConfig, TrainConfig
-from .data.benchmark import Benchmark
-from .errors import ConfigError, ObliviateError
-from .io import dumps, write_json
+from ..audit import compare_to_oracle
+from ..config import AuditConfig, TrainConfig
+from ..data.benchmark import Benchmark
+from ..errors import ConfigError, ObliviateError
+from ..io import dumps, write_json
 
 # Settings under which each method does something sensible on the demo's tiny model (4 layers, hidden 192) and the
 # synthetic benchmark; used for that model unless ``presets=False``. Keys "train.X" set TrainConfig fields.
@@ -99,7 +99,7 @@ def plan(methods: list[str], hparams: dict[str, dict] | None = None, grids: dict
     ``hparams[method]`` fixes values, ``grids[method]`` maps a key to the list of values to try (cartesian product over
     keys), ``presets[method]`` gives defaults that both override. Method names are case-insensitive.
     """
-    from .methods import METHODS, hyperparameters, make_method
+    from ..methods import METHODS, hyperparameters, make_method
 
     hparams = {k.lower(): v for k, v in (hparams or {}).items()}
     grids = {k.lower(): v for k, v in (grids or {}).items()}
@@ -139,7 +139,7 @@ def _finished(run_dir: Path, config: dict) -> bool:
 
 
 def _time_per_step(run_dir: Path) -> tuple[float | None, int]:
-    from .report.html import read_metrics
+    from ..report.html import read_metrics
 
     lines = [x for x in read_metrics(run_dir / "metrics.jsonl") if "elapsed_s" in x]
     if not lines:
@@ -162,7 +162,7 @@ def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train
 
     ``models`` ({"target": dir, "oracle": dir}) skips fine-tuning and uses those models instead.
     """
-    from .pipeline import DEMO_UNLEARN, audit, finetune, unlearn
+    from ..pipeline import DEMO_UNLEARN, audit, finetune, unlearn
 
     out = Path(out_dir)
     base = train_cfg or DEMO_UNLEARN
@@ -261,7 +261,7 @@ def results_markdown(rows, bench: Benchmark, cfg: TrainConfig, acfg: AuditConfig
 
 
 def _write_outputs(out: Path, rows, bench, cfg, acfg, model, command, markdown, seconds, final: bool) -> None:
-    from .io import write_text
+    from ..io import write_text
 
     write_json(out / "bench.json", {"benchmark": str(bench.root), "forget_split": bench.forget_split, "model": model,
                                     "train": dataclasses.asdict(cfg), "audit": dataclasses.asdict(acfg),
@@ -278,7 +278,7 @@ def _write_outputs(out: Path, rows, bench, cfg, acfg, model, command, markdown, 
             if MARKER in old:
                 tail = old[old.index(MARKER) + len(MARKER):]
         write_text(path, text + "\n" + MARKER + (tail if tail else "\n"))
-    from .report.html import render_bench_report
+    from ..report.html import render_bench_report
 
     flat = [{k: v for k, v in r.items() if not isinstance(v, dict) and k not in ("run_dir",)} for r in rows]
     render_bench_report(out, flat)

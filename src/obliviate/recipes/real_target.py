@@ -25,22 +25,29 @@ the target and the oracle on a CPU-sized TOFU; without ``--authors`` the same co
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audit.scoring import generate_answers
-from .config import TrainConfig
-from .data.benchmark import Benchmark
-from .data.collate import PromptFormat
-from .data.realworld import (Probe, RealTarget, RealWorldSet, answer_hit, from_rwku, probe_question, read_realworld,
-                             relative_change)
-from .data.records import QAItem
-from .errors import ConfigError, DataError
-from .io import dumps, write_json
+from ..cache import cache_key, cache_root, weights_fingerprint
+from ..config import TrainConfig
+from ..data.collate import PromptFormat
+from ..data.real_targets import (
+    Probe,
+    RealTarget,
+    RealWorldSet,
+    answer_hit,
+    from_rwku,
+    probe_question,
+    read_realworld,
+    relative_change,
+)
+from ..data.records import QAItem
+from ..errors import ConfigError, DataError
+from ..io import write_json
+from ..scoring.passes import generate_answers
 
 REAL_MODEL = "smollm2-135m"
 REAL_TARGET = "Albert Einstein"
@@ -99,7 +106,7 @@ def answer_probes(model, tok, probes: list[Probe], max_new_tokens: int = 24, bat
 
 def score_rows(probes: list[Probe], generations: list[str]) -> list[dict]:
     """One row per probe: the probe, the generation, ``hit`` (answer_hit) and RWKU's ROUGE-L recall."""
-    from .audit.metrics import rouge_l_recall
+    from ..scoring.metrics import rouge_l_recall
 
     rows = []
     for p, g in zip(probes, generations):
@@ -206,22 +213,10 @@ def build_corpora(model, tok, target: RealTarget, rwset: RealWorldSet, gen: GenS
 
 # ------------------------------------------------------------------------------------------------------------ demo
 
-def _weights_key(model_dir: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(Path(model_dir).glob("*.safetensors")):
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256(dumps(list(parts), indent=None).encode()).hexdigest()[:16]
-
-
 def resolve_target(name: str | None, rwset: RealWorldSet, rwku: str | Path | None = None) -> RealTarget:
     """A built-in target by name, or (with ``rwku``) an RWKU target by name or id, its probes as published."""
     if rwku is not None:
-        from .data.rwku import load_target
+        from ..data.rwku import load_target
 
         return from_rwku(load_target(rwku, name or 1, texts=False))
     return rwset.target(name or REAL_TARGET)
@@ -234,10 +229,9 @@ def real_demo(out_dir: str | Path, target: str | None = None, method: str = REAL
 
     Writes ``out_dir/report.json`` and ``out_dir/model``; prints the before/after table; returns the report.
     """
-    from .engine import train
-    from .methods import make_method
-    from .models import load_model, save_model
-    from .pipeline import cache_root
+    from ..engine import train
+    from ..methods import make_method
+    from ..models import load_model, save_model
 
     t_start = time.time()
     timing: dict[str, float] = {}
@@ -255,15 +249,15 @@ def real_demo(out_dir: str | Path, target: str | None = None, method: str = REAL
 
     t = time.time()
     net, tok = load_model(model, dtype="fp32")
-    from .models.smollm2 import converted_dir, is_alias
+    from ..models.smollm2 import converted_dir, is_alias
 
     model_dir = converted_dir() if is_alias(model) else Path(model)
     timing["load_s"] = round(time.time() - t, 1)
     sets = probe_sets(tgt, rwset)
     sets_dump = {k: [p.to_dict() for p in v] for k, v in sets.items()}
-    wkey = _weights_key(model_dir) if model_dir.is_dir() else str(model)
-    before_cache = cache_root() / "realworld" / "before" / _key(wkey, sets_dump, gen.probe_tokens) / "before.json"
-    corpus_cache = cache_root() / "realworld" / "corpora" / _key(
+    wkey = weights_fingerprint(model_dir) if model_dir.is_dir() else str(model)
+    before_cache = cache_root() / "realworld" / "before" / cache_key(wkey, sets_dump, gen.probe_tokens) / "before.json"
+    corpus_cache = cache_root() / "realworld" / "corpora" / cache_key(
         wkey, tgt.name, dataclasses.asdict(gen), rwset.retain_prompts, tgt.retain_entities,
         tgt.corpus_prompts or rwset.corpus_prompts) / "corpora.json"
 
@@ -360,7 +354,7 @@ def build_real_report(tgt: RealTarget, before: dict, after: dict, counts: dict, 
     """report.json of a real-target run, in the shape of ``report.summary.build_report`` (``metrics`` of the unlearned
     model, ``compare.before``, ``per_item``, ``directions``, ``config``, ``versions``) plus the probe counts, the
     after/before ratios and the corpora the model wrote."""
-    from .report.summary import build_report
+    from ..report.summary import build_report
 
     result = {"metrics": {**after["metrics"], **ratios}, "per_item": after["per_item"], "raw": {},
               "cost": {"seconds": timing.get("total_s"), **timing}}
@@ -401,50 +395,6 @@ def format_real_table(report: dict) -> str:
     return "\n".join([title, fmt(head), "  ".join("-" * w for w in widths), *(fmt(r) for r in lines)])
 
 
-# ------------------------------------------------------------------------------------------------------ TOFU subset
-
-@dataclass
-class SubsetBenchmark(Benchmark):
-    """A benchmark cut down to some authors; its fingerprint includes the cut, so caches keep subsets apart."""
-
-    subset: str = ""
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256((super().fingerprint() + "|" + self.subset).encode()).hexdigest()[:16]
-
-
-def tofu_subset(bench: Benchmark, authors: int, facts_per_author: int = 0, per_author: int = 20) -> Benchmark:
-    """Keep the forget split's authors plus the first ``authors`` minus that many retain authors.
-
-    TOFU lists each author's ``per_author`` (20) QA pairs consecutively, retain authors first. ``facts_per_author`` > 0
-    keeps only that many QA pairs per kept author (for smoke tests). The retain-eval and holdout splits are cut to the
-    kept authors / the same number of facts; the utility splits (real authors, world facts) stay whole.
-    """
-    n_forget_authors = max(1, -(-len(bench.forget) // per_author))
-    n_retain = authors - n_forget_authors
-    if n_retain < 1:
-        raise ConfigError(f"--authors {authors}: the {bench.forget_split} split alone has {n_forget_authors} authors; "
-                          f"ask for at least {n_forget_authors + 1}")
-    if n_retain * per_author > len(bench.retain):
-        raise ConfigError(f"--authors {authors}: only {len(bench.retain) // per_author + n_forget_authors} authors exist")
-
-    def cut(items: list[QAItem]) -> list[QAItem]:
-        if not facts_per_author:
-            return list(items)
-        return [it for i, it in enumerate(items) if i % per_author < facts_per_author]
-
-    retain = cut(bench.retain[: n_retain * per_author])
-    forget = cut(bench.forget)
-    keep_q = {it.question for it in retain}
-    retain_eval = [it for it in bench.retain_eval if it.question in keep_q] or retain[: len(forget)]
-    holdout = cut(bench.holdout)
-    subset = f"authors={authors},facts={facts_per_author}"
-    fields = {f.name: getattr(bench, f.name) for f in dataclasses.fields(Benchmark)}
-    fields.update(name=f"{bench.name}[{subset}]", forget=forget, retain=retain, retain_eval=retain_eval, holdout=holdout,
-                  full=retain + forget)
-    return SubsetBenchmark(**fields, subset=subset)
-
-
-__all__ = ["GenSettings", "REAL_METHOD", "REAL_MODEL", "REAL_TARGET", "REAL_TRAIN", "SubsetBenchmark", "answer_probes",
+__all__ = ["GenSettings", "REAL_METHOD", "REAL_MODEL", "REAL_TARGET", "REAL_TRAIN", "answer_probes",
            "audit_probes", "build_corpora", "format_real_table", "known_targets", "real_demo", "score_rows",
-           "set_metrics", "tofu_subset", "trim_to_sentence", "write_corpus"]
+           "set_metrics", "trim_to_sentence", "write_corpus"]
