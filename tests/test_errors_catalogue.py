@@ -514,9 +514,10 @@ def _resume_refused(ctx):
 def _(ctx):
     import dataclasses
 
-    from obliviate.cli import _train_config, build_parser
+    from obliviate.cli import _train_options, build_parser
     from obliviate.data import load_benchmark
     from obliviate.methods import make_method
+    from obliviate.pipeline import train_config
 
     # the config.json that `unlearn --hp beta=0.5` writes (the fields of pipeline.unlearn), without the training
     ctx.out.mkdir()
@@ -524,7 +525,8 @@ def _(ctx):
     args = build_parser().parse_args(ctx.unlearn("--hp", "beta=0.5"))
     m = make_method("NPO", beta=0.5)
     (ctx.out / "config.json").write_text(json.dumps({
-        "method": m.name, "hparams": m.hparams(), "train": dataclasses.asdict(_train_config(args, None)),
+        "method": m.name, "hparams": m.hparams(),
+        "train": dataclasses.asdict(train_config("unlearn", ctx.target, _train_options(args))),
         "model": str(ctx.target), "benchmark": str(bench.root), "forget_split": "forget10", "lora": None,
         "data_fingerprint": bench.fingerprint()}))
     return ctx.unlearn("--hp", "beta=0.1", "--resume")

@@ -172,11 +172,12 @@ yaml_text = st.one_of(
 
 def parse_config(path: Path):
     """What `obliviate unlearn --config PATH --model m` does with a config before any model or data is touched."""
-    from obliviate.cli import _apply_config_file, _audit_config, _hparams, _train_config, build_parser
+    from obliviate.cli import _apply_config_file, _audit_config, _hparams, _train_options, build_parser
     from obliviate.methods import make_method
+    from obliviate.pipeline import train_config
 
     args = _apply_config_file(build_parser(), ["unlearn", "--config", str(path), "--model", "m"])
-    cfg = _train_config(args, None)
+    cfg = train_config("unlearn", "m", _train_options(args))
     acfg = _audit_config(args)
     method = make_method(args.method, **_hparams(args))
     return args, cfg, acfg, method

@@ -3,17 +3,28 @@
 The public API, in the order data flows::
 
     from obliviate import load_benchmark, load_model, make_method, train, audit_model
+
+The names are loaded on first use, so ``import obliviate`` (and ``obliviate --help``) stays instant.
 """
 
 __version__ = "0.1.0"
 
-from .audit import audit_model, compare_to_oracle
-from .config import AuditConfig, TrainConfig
-from .data import QAItem, load_benchmark, write_fictional_authors
-from .engine import train
-from .errors import ObliviateError
-from .methods import make_method
-from .models import load_model
+_API = {"AuditConfig": "config", "TrainConfig": "config", "ObliviateError": "errors", "QAItem": "data",
+        "load_benchmark": "data", "write_fictional_authors": "data", "load_model": "models", "make_method": "methods",
+        "train": "engine", "audit_model": "audit", "compare_to_oracle": "audit"}
 
-__all__ = ["AuditConfig", "ObliviateError", "QAItem", "TrainConfig", "audit_model", "compare_to_oracle",
-           "load_benchmark", "load_model", "make_method", "train", "write_fictional_authors"]
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'obliviate' has no attribute '{name}'")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

@@ -1,4 +1,6 @@
-"""Plain dataclasses for every knob, loaded from YAML and overridden from the command line, validated with clear errors."""
+"""Plain dataclasses for every knob, loaded from YAML and overridden from the command line, validated with clear errors;
+and the named settings each recipe starts from (the presets at the end), so the command line can show them without
+loading anything heavy."""
 
 from __future__ import annotations
 
@@ -59,6 +61,16 @@ class TrainConfig:
         for name, ok, why in checks:
             if not ok:
                 raise ConfigError(f"option '{name}' = {getattr(self, name)!r} {why}")
+
+    def with_options(self, options: dict[str, Any] | None) -> TrainConfig:
+        """A validated copy with ``options`` (field name -> value, e.g. the options a user gave) on top."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(options or {}) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        cfg = dataclasses.replace(self, **(options or {}))
+        cfg.validate()
+        return cfg
 
 
 @dataclass
@@ -134,3 +146,40 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(value).__name__}")
     return value
+
+
+# ------------------------------------------------------------------------------------------------------------ presets
+
+# obliviate's tiny model: settings under which it memorises the synthetic benchmark in a few minutes on a 2-core CPU,
+# and unlearns it in seconds.
+TINY_FINETUNE = TrainConfig(lr=3e-3, epochs=20, batch_size=32, warmup_ratio=0.05, scheduler="linear")
+TINY_UNLEARN = TrainConfig(lr=5e-4, epochs=5, batch_size=8, scheduler="constant", warmup_ratio=0.0)
+# Fine-tuning a pretrained model on TOFU (the tiny model's learning rate would wreck it): open-unlearning uses lr 1e-5
+# for 1B-8B models; a 135M model needs a larger step to memorise in 5 epochs.
+PRETRAINED_FINETUNE = TrainConfig(lr=5e-5, epochs=5, batch_size=16, warmup_ratio=0.1, scheduler="linear",
+                                  max_length=256, seed=0)
+# Unlearning a pretrained model (anything not built by the tiny recipe): open-unlearning's TOFU settings (lr 1e-5,
+# 10 epochs, batch 8 x 4 accumulation, one warm-up epoch).
+PRETRAINED_UNLEARN = TrainConfig(lr=1e-5, epochs=10, batch_size=8, grad_accum=4, warmup_ratio=0.1, scheduler="linear",
+                                 seed=0)
+
+UNLEARN_METHOD = "NPO"  # `obliviate unlearn`'s default: the field's reference method
+# The demo shows the method that does best in docs/results.md: PDU. NPO with its default retain weight (alpha 1)
+# over-unlearns the synthetic benchmark; the demo gives it alpha 5 when asked for NPO.
+DEMO_METHOD = "PDU"
+DEMO_HPARAMS: dict[str, dict] = {"NPO": {"alpha": 5.0}}
+DEMO_OUT = "runs/demo"
+
+# The real-model demo (`obliviate demo --real`). Chosen by measurement on SmolLM2-135M-Instruct, target Albert
+# Einstein, NPO (beta 0.1) + retain NLL (alpha 1), batch 8 (forget accuracy on known probes / neighbour / utility, after
+# over before):
+#   lr 3e-5: the forget log-prob falls ~4 nats per step, too slow for a CPU budget;
+#   lr 1e-4,  8 steps: 0.05 / 1.00 / 0.90 (utility 26 of 29: the retain term starts to overfit its own texts);
+#   lr 1e-4,  5 steps: 0.16 / 0.89 / 0.93  <- the default (NPO's forget loss has saturated by step 3).
+REAL_MODEL = "smollm2-135m"
+REAL_TARGET = "Albert Einstein"
+REAL_METHOD = "NPO"
+REAL_HPARAMS: dict[str, dict] = {"NPO": {"beta": 0.1, "alpha": 1.0}, "GradDiff": {"alpha": 1.0}}
+REAL_TRAIN = TrainConfig(lr=1e-4, max_steps=5, batch_size=8, scheduler="constant", warmup_ratio=0.0, max_length=160,
+                         pairing="random", seed=0)
+REAL_OUT = "runs/demo-real"

@@ -1,42 +1,91 @@
-"""The recipes behind the command line: fine-tune target and oracle, unlearn, audit, and the demo that chains them.
+"""The steps every command is made of, each a plain function a user can call from Python: load the data, fine-tune
+target and oracle, unlearn, audit (cached), report; and the command-level flows (``unlearn_and_audit``,
+``audit_models``, ``certify_model``) that the command line calls, one per command, after parsing its options.
 
-Each recipe is a plain function a user can call from Python; the CLI only parses options and calls these.
 Trained models and audits are cached by a hash of everything that determines them (data files, model, settings), so a
-second demo run skips straight to unlearning.
+second run skips straight to what changed. Training settings given as a dict are options on top of the preset for the
+model (``train_defaults``): the tiny recipe's for obliviate's tiny model, open-unlearning's for any other.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 from .audit import audit_model, compare_to_oracle
 from .cache import cache_key, cache_root, weights_fingerprint
-from .config import AuditConfig, TrainConfig
+from .config import PRETRAINED_FINETUNE, PRETRAINED_UNLEARN, TINY_FINETUNE, TINY_UNLEARN, AuditConfig, TrainConfig
 from .data.benchmark import Benchmark
 from .data.collate import PLAIN_TEMPLATE
 from .engine import train
-from .errors import ConfigError
+from .errors import ConfigError, DataWarning
 from .io import dumps, write_json
 from .methods import make_method
 from .models import TinyConfig, load_model, save_model, tiny_from_texts
 from .report import build_report, format_table, write_report
 
-# Settings under which the default tiny model memorises the synthetic benchmark in a few minutes on a 2-core CPU.
-DEMO_FINETUNE = TrainConfig(lr=3e-3, epochs=20, batch_size=32, warmup_ratio=0.05, scheduler="linear")
-DEMO_UNLEARN = TrainConfig(lr=5e-4, epochs=5, batch_size=8, scheduler="constant", warmup_ratio=0.0)
-UNLEARN_METHOD = "NPO"  # `obliviate unlearn`'s default: the field's reference method
-# The demo shows the method that does best in docs/results.md: PDU forgets like the oracle (forget quality 0.97) with
-# 0.92x the target's utility. NPO with its default retain weight (alpha 1) over-unlearns the synthetic benchmark; with
-# alpha 5 (used when the demo is asked for NPO) utility stays at 0.91x while the forget set sinks below the oracle's.
-DEMO_METHOD = "PDU"
-DEMO_HPARAMS = {"NPO": {"alpha": 5.0}}
+DEFAULT_DATA = "runs/data/fictional-authors"
 PRETRAIN_REPEAT = 3  # general knowledge is seen this many times per epoch: it plays the part of pre-training
 RECIPE_VERSION = 1  # bump when fine-tuning changes in a way the cache key cannot see
 AUDIT_CACHE_VERSION = 2  # bump when the audit changes in a way its cache key cannot see
+
+
+def load_data(data: str | Path | None = None, forget_split: str = "forget10", authors: int = 0,
+              facts_per_author: int = 0, log=None) -> Benchmark:
+    """The benchmark a command works on: ``data`` in TOFU's layout, or (``None``) the built-in synthetic benchmark,
+    written to ``DEFAULT_DATA`` when missing. Data warnings become one ``obliviate: warning:`` line each on stderr.
+    ``authors`` > 0 keeps the forget split's authors plus retain authors up to that many (``data.benchmark.tofu_subset``).
+    """
+    from .data import load_benchmark, write_fictional_authors
+    from .data.benchmark import tofu_subset
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    root = Path(data or DEFAULT_DATA)
+    if data is None and not (root / "benchmark.json").exists():
+        log(f"[obliviate] writing the synthetic benchmark to {root}")
+        write_fictional_authors(root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        bench = load_benchmark(root, forget_split)
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            print(f"obliviate: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if authors:
+        bench = tofu_subset(bench, authors, facts_per_author)
+    return bench
+
+
+def from_tiny_recipe(model: str | Path) -> bool:
+    """Whether ``model`` is obliviate's tiny model ("tiny") or a folder fine-tuned from it (its obliviate.json says so)."""
+    if str(model) == "tiny":
+        return True
+    try:
+        meta = json.loads((Path(model) / "obliviate.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("base_model") == "tiny"
+
+
+def train_defaults(stage: str, model: str | Path) -> TrainConfig:
+    """The preset a ``stage`` ("finetune" or "unlearn") of ``model`` starts from before the user's options."""
+    tiny = from_tiny_recipe(model)
+    return {("finetune", True): TINY_FINETUNE, ("finetune", False): PRETRAINED_FINETUNE,
+            ("unlearn", True): TINY_UNLEARN, ("unlearn", False): PRETRAINED_UNLEARN}[stage, tiny]
+
+
+def train_config(stage: str, model: str | Path, cfg: TrainConfig | dict | None) -> TrainConfig:
+    """``cfg`` itself (validated), or the options in a dict on top of ``train_defaults(stage, model)``."""
+    if isinstance(cfg, TrainConfig):
+        cfg.validate()
+        return cfg
+    return train_defaults(stage, model).with_options(cfg)
 
 
 def benchmark_texts(bench: Benchmark) -> list[str]:
@@ -56,15 +105,20 @@ def _is_complete(model_dir: Path) -> bool:
 
 
 def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None = None,
-             cfg: TrainConfig | None = None, tiny: TinyConfig | None = None, which: tuple[str, ...] = ("target", "oracle"),
+             cfg: TrainConfig | dict | None = None, tiny: TinyConfig | None = None, which: tuple[str, ...] = ("target", "oracle"),
              progress: bool = True, log=print, allow_pickle: bool = False,
              trust_remote_code: bool = False) -> dict[str, Path]:
     """Fine-tune the target (every training split) and the oracle (retain only) from the same starting model.
 
     Returns ``{"target": dir, "oracle": dir}``. With ``out_dir=None`` the models go to the cache and a later call with
-    the same data, model and settings returns them without training.
+    the same data, model and settings returns them without training. ``cfg``: a TrainConfig, or options on top of
+    ``train_defaults("finetune", model)``.
     """
-    cfg = cfg or DEMO_FINETUNE
+    cfg = train_config("finetune", model, cfg)
+    if out_dir is not None:
+        from .data.validate import check_output_dir
+
+        check_output_dir(out_dir)
     tiny = tiny or TinyConfig()
     key = cache_key(RECIPE_VERSION, PRETRAIN_REPEAT, bench.fingerprint(), bench.forget_split, model,
                 tiny.to_dict() if model == "tiny" else None, dataclasses.asdict(cfg))
@@ -96,13 +150,14 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
     return out
 
 
-def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict | None, cfg: TrainConfig,
+def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict | None, cfg: TrainConfig | dict | None,
             out_dir: str | Path, resume: bool = False, progress: bool = True, log=print,
             lora: dict | None = None, allow_pickle: bool = False, trust_remote_code: bool = False,
             coreset: tuple[str, float] | None = None) -> Path:
     """Unlearn the benchmark's forget split from ``model_dir``; the result goes to ``out_dir/model``.
 
-    Every input is checked before anything is written. ``resume=True`` continues from the last checkpoint in
+    ``cfg``: a TrainConfig, or options on top of ``train_defaults("unlearn", model_dir)``. Every input is checked
+    before anything is written. ``resume=True`` continues from the last checkpoint in
     ``out_dir``, which must hold a run of the same settings (``config.json``; only ``save_every`` and ``loss_bound`` may
     change); a fresh run (``resume=False``) clears an earlier run's outputs from the folder first. ``status.json``
     ends ``completed`` only once ``model/`` is saved; ``failed`` or ``diverged`` otherwise.
@@ -110,7 +165,7 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     ``lora`` (``{"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": [...]}``, see ``models.lora``) trains LoRA
     adapters instead of the full weights; they are merged into the saved model.
 
-    ``coreset`` (``("mink", 0.1)``: strategy and fraction, see ``data.coreset``) trains on that subset of the forget
+    ``coreset`` (``("mink", 0.1)``: strategy and fraction, see ``engine.coreset``) trains on that subset of the forget
     split, chosen at the starting model; the audit still measures the whole split (the coreset effect).
     """
     from .data.validate import check_output_dir, check_prompts, model_context
@@ -118,7 +173,7 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     from .models.lora import apply_lora, lora_options, merge_lora
 
     out_dir = Path(out_dir)
-    cfg.validate()
+    cfg = train_config("unlearn", model_dir, cfg)
     check_output_dir(out_dir)
     m = make_method(method, **(hparams or {}))
     lora_opts = lora_options(lora)
@@ -268,3 +323,76 @@ def audit_report(results: dict[str, dict], oracle: str | None, main: str, config
     except Exception as e:
         log(f"[obliviate] report.html not written ({type(e).__name__}: {e}); retry with `obliviate report {run_dir}`")
     return report
+
+
+# ------------------------------------------------------------------------------------------ what each command runs
+
+def unlearn_and_audit(model: str | Path, bench: Benchmark, method: str, hparams: dict | None,
+                      cfg: TrainConfig | dict | None, out_dir: str | Path, oracle: str | Path | None = None,
+                      audit_cfg: AuditConfig | None = None, config: dict | None = None, resume: bool = False,
+                      lora: dict | None = None, coreset: tuple[str, float] | None = None, progress: bool = True,
+                      log=print, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+    """``obliviate unlearn``: unlearn; with an ``oracle``, audit target, oracle and unlearned model and write the report.
+
+    The target and oracle are audited first (and cached), so a problem with the audit's data shows before training.
+    """
+    from .data.validate import check_output_dir, check_perturbed
+
+    cfg = train_config("unlearn", model, cfg)
+    audit_cfg = audit_cfg or AuditConfig()
+    audit_cfg.validate()
+    check_output_dir(out_dir)
+    load = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+    results = {}
+    if oracle:
+        check_perturbed(bench, forget_quality=True)
+        results = {"target": audit(model, bench, audit_cfg, progress=progress, log=log, **load),
+                   "oracle": audit(oracle, bench, audit_cfg, progress=progress, log=log, **load)}
+    out = unlearn(model, bench, method, hparams, cfg, out_dir, resume=resume, progress=progress, log=log, lora=lora,
+                  coreset=coreset, **load)
+    log(f"unlearned model: {out}")
+    if oracle:
+        results["unlearned"] = audit(out, bench, audit_cfg, progress=progress, log=log)
+        audit_report(results, "oracle", "unlearned", {**(config or {}), "train": dataclasses.asdict(cfg)}, out_dir,
+                     log=log)
+    return out
+
+
+def audit_models(model: str | Path, bench: Benchmark, cfg: AuditConfig | None, out_dir: str | Path,
+                 oracle: str | Path | None = None, target: str | Path | None = None, config: dict | None = None,
+                 progress: bool = True, log=print, allow_pickle: bool = False,
+                 trust_remote_code: bool = False) -> dict:
+    """``obliviate audit``: audit ``model`` (and the target and oracle beside it), write report.json and the page."""
+    from .data.validate import check_output_dir, check_perturbed
+
+    cfg = cfg or AuditConfig()
+    cfg.validate()
+    check_output_dir(out_dir)
+    check_perturbed(bench, forget_quality=bool(oracle))
+    load = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+    results = {}
+    for role, path in (("target", target), ("oracle", oracle), ("model", model)):
+        if path:
+            results[role] = audit(path, bench, cfg, progress=progress, log=log, **load)
+    return audit_report(results, "oracle" if oracle else None, "model", config or {}, out_dir, log=log)
+
+
+def certify_model(model: str | Path, bench: Benchmark, out_dir: str | Path, oracle: str | Path | None = None,
+                  target: str | Path | None = None, certify_config: str | Path | None = None,
+                  audit_cfg: AuditConfig | None = None, config: dict | None = None, log=print,
+                  allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
+    """``obliviate audit --certify``: the battery that catches fake forgetting, against the oracle; writes
+    certificate.json, report.json and the page. Returns the certificate."""
+    from .audit.certify import certify, load_certify_config
+    from .data.validate import check_output_dir, check_perturbed
+
+    audit_cfg = audit_cfg or AuditConfig()
+    audit_cfg.validate()
+    check_output_dir(out_dir)
+    check_perturbed(bench, forget_quality=bool(oracle))
+    ccfg = load_certify_config(certify_config)
+    out = certify(model, bench, oracle=oracle, target=target, cfg=ccfg, out_dir=out_dir, log=log, audit_cfg=audit_cfg,
+                  load_options={"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code})
+    results = {role: out["results"][role] for role in ("target", "oracle", "model") if role in out["results"]}
+    audit_report(results, "oracle" if oracle else None, "model", config or {}, out_dir, log=log)
+    return out["certificate"]

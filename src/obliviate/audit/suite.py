@@ -107,11 +107,16 @@ def audit_model(model, tokenizer, bench: Benchmark, cfg: AuditConfig | None = No
 
 
 def compare_to_oracle(result: dict, oracle: dict | None) -> dict:
-    """Add forget_quality and privleak, which compare a model's audit with the oracle's. Returns ``result``."""
+    """Add forget_quality and privleak, which compare a model's audit with the oracle's. Returns ``result``.
+
+    Without an oracle neither is defined (privleak is relative to the retrained model's MIA AUC, not to a random
+    guess), so neither is added; ``mia_min_k`` (the AUC itself) stays.
+    """
     m = result["metrics"]
-    if oracle is not None and result["raw"].get("forget_truth_ratio") and oracle["raw"].get("forget_truth_ratio"):
+    if oracle is None:
+        return result
+    if result["raw"].get("forget_truth_ratio") and oracle["raw"].get("forget_truth_ratio"):
         m["forget_quality"] = M.forget_quality(result["raw"]["forget_truth_ratio"], oracle["raw"]["forget_truth_ratio"])
-    if "mia_min_k" in m:
-        ref_auc = oracle["metrics"].get("mia_min_k", 0.5) if oracle is not None else 0.5
-        m["privleak"] = M.privleak(m["mia_min_k"], ref_auc)
+    if "mia_min_k" in m and "mia_min_k" in oracle["metrics"]:
+        m["privleak"] = M.privleak(m["mia_min_k"], oracle["metrics"]["mia_min_k"])
     return result

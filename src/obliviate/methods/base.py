@@ -30,12 +30,17 @@ from ..errors import ConfigError
 METHODS: dict[str, type[Method]] = {}
 
 
+def method_key(name: str) -> str:
+    """How method names are matched: case, spaces and punctuation do not count ("CE-U" = "CEU" = "ceu")."""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
 def register(name: str):
-    """Class decorator: make a method available under ``name`` (case-insensitive)."""
+    """Class decorator: make a method available under ``name`` (matched by ``method_key``)."""
 
     def wrap(cls):
         cls.name = name
-        METHODS[name.lower()] = cls
+        METHODS[method_key(name)] = cls
         return cls
 
     return wrap
@@ -135,9 +140,10 @@ def _coerce(cls: type[Method], key: str, value: Any, default: Any) -> Any:
 def make_method(name: str, **hparams) -> Method:
     """Instantiate a registered method, rejecting unknown names and hyperparameters with one clear line; values are
     converted to each hyperparameter's type, and one of the wrong kind is refused by name."""
-    cls = METHODS.get(name.lower())
+    cls = METHODS.get(method_key(name))
     if cls is None:
-        raise ConfigError(f"unknown method '{name}' (known: {', '.join(sorted(c.name for c in METHODS.values()))})")
+        known = sorted((c.name for c in METHODS.values() if c.primary == "forget"), key=str.lower)
+        raise ConfigError(f"unknown method '{name}' (known: {', '.join(known)})")
     known = hyperparameters(cls)
     for key in hparams:
         if key not in known:

@@ -13,30 +13,24 @@ Defaults (open-unlearning): beta 0.1, gamma 1, alpha 1, retain NLL.
 from dataclasses import dataclass
 
 from ..logprobs import forward_logits, sequence_logprob
-from .base import Method, register
-from .losses import RETAIN_LOSSES, npo_loss, retain_loss
+from .base import Method, RetainTerm, register
+from .losses import RETAIN_LOSSES, npo_loss
 
 
 @register("NPO")
 @dataclass
-class NPO(Method):
+class NPO(RetainTerm, Method):
     beta: float = 0.1
     gamma: float = 1.0
     alpha: float = 1.0
     retain_loss: str = "nll"
 
-    uses_retain = True
     reference = "logprobs"
     bounds = {"beta": (1e-6, None), "gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": RETAIN_LOSSES}
-
-    def needs_reference(self):
-        return "model" if self.retain_loss == "kl" else "logprobs"
 
     def loss(self, model, batch, ref):
         f = batch["forget"]
         logp, _ = sequence_logprob(forward_logits(model, f), f["labels"])
         forget = npo_loss(logp, ref.sequence_logprob("forget", f), self.beta)
-        r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.alpha else forget * 0
-        return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item(),
-                                                      "forget_logprob": logp.mean().item()}
+        return self.with_retain(forget, model, batch, ref, forget_logprob=logp.mean().item())

@@ -33,7 +33,6 @@ from ..resources import idk_answers
 from .base import Method, make_method
 from .losses import dpo_loss
 
-
 # ------------------------------------------------------------------------------------------- parameter selection
 
 def freeze_all_but_last(model, last: int) -> list[str]:

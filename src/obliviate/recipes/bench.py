@@ -65,7 +65,7 @@ class BenchRun:
         shown = {k: v for k, v in {**self.hparams, **{f"train.{k}": v for k, v in self.train.items()}}.items()
                  if k in self.grid_keys}
         extra = ",".join(f"{k}={v}" for k, v in shown.items())
-        seed = f" seed={self.seed}" if "seed" in self.grid_keys else ""
+        seed = f" seed={self.seed}" if "seed" in self.grid_keys and "seed" not in shown else ""  # once, not twice
         return f"{self.method}{' ' + extra if extra else ''}{seed}"
 
     def key(self) -> str:
@@ -97,23 +97,24 @@ def plan(methods: list[str], hparams: dict[str, dict] | None = None, grids: dict
     """Expand methods x grid points x seeds into runs; validates every method and hyperparameter before anything runs.
 
     ``hparams[method]`` fixes values, ``grids[method]`` maps a key to the list of values to try (cartesian product over
-    keys), ``presets[method]`` gives defaults that both override. Method names are case-insensitive.
+    keys), ``presets[method]`` gives defaults that both override. Method names match as ``method_key`` does.
     """
     from ..methods import METHODS, hyperparameters, make_method
+    from ..methods.base import method_key
 
-    hparams = {k.lower(): v for k, v in (hparams or {}).items()}
-    grids = {k.lower(): v for k, v in (grids or {}).items()}
-    presets = {k.lower(): v for k, v in (presets or {}).items()}
-    unknown = [m for m in list(hparams) + list(grids) if m not in {x.lower() for x in methods}]
+    hparams = {method_key(k): v for k, v in (hparams or {}).items()}
+    grids = {method_key(k): v for k, v in (grids or {}).items()}
+    presets = {method_key(k): v for k, v in (presets or {}).items()}
+    unknown = [m for m in list(hparams) + list(grids) if m not in {method_key(x) for x in methods}]
     if unknown:
         raise ConfigError(f"bench: settings given for method(s) not in the run list: {', '.join(sorted(set(unknown)))}")
     runs = []
     for name in methods:
-        cls = METHODS.get(name.lower())
+        cls = METHODS.get(method_key(name))
         if cls is None:
             make_method(name)  # raises the standard "unknown method" error
-        fixed = {**presets.get(name.lower(), {}), **hparams.get(name.lower(), {})}
-        grid = grids.get(name.lower(), {})
+        fixed = {**presets.get(method_key(name), {}), **hparams.get(method_key(name), {})}
+        grid = grids.get(method_key(name), {})
         keys = list(grid)
         for combo in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
             settings = {**fixed, **dict(zip(keys, combo))}
@@ -154,18 +155,20 @@ def _row_metrics(metrics: dict) -> dict:
             "forget_prob": metrics.get("forget_Q_A_Prob"), "retain_prob": metrics.get("retain_Q_A_Prob")}
 
 
-def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train_cfg: TrainConfig | None = None,
+def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train_cfg: TrainConfig | dict | None = None,
               audit_cfg: AuditConfig | None = None, model: str = "tiny", finetune_cfg: TrainConfig | None = None,
               tiny=None, force: bool = False, markdown: str | Path | None = None, command: str = "",
               models: dict[str, Path] | None = None, progress: bool = True, log=print) -> list[dict]:
     """Run every ``BenchRun`` from the benchmark's target; write bench.json, results.md (and report.html).
 
-    ``models`` ({"target": dir, "oracle": dir}) skips fine-tuning and uses those models instead.
+    ``train_cfg``: a TrainConfig, or options on top of the unlearning preset for ``model`` (``pipeline.train_defaults``);
+    ``finetune_cfg`` likewise for fine-tuning. ``models`` ({"target": dir, "oracle": dir}) skips fine-tuning and uses
+    those models instead.
     """
-    from ..pipeline import DEMO_UNLEARN, audit, finetune, unlearn
+    from ..pipeline import audit, finetune, train_config, unlearn
 
     out = Path(out_dir)
-    base = train_cfg or DEMO_UNLEARN
+    base = train_config("unlearn", model, train_cfg)
     acfg = audit_cfg or AuditConfig()
     models = models or finetune(bench, model, cfg=finetune_cfg, tiny=tiny, progress=progress, log=log)
     refs = {name: audit(models[name], bench, acfg, progress=progress, log=log) for name in ("target", "oracle")}

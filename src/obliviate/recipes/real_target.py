@@ -5,7 +5,7 @@ Real-world target (``obliviate demo --real``), top to bottom:
 1. load the model (default ``smollm2-135m``, converted once from the packaged GGUF);
 2. *before*: ask every probe of the target (cloze, questions, adversarial), its neighbour probes and the
    general-knowledge utility probes, greedily; a probe counts as known when its answer appears in the generation
-   (``data.realworld.answer_hit``); the audit keeps the known probes of each set, so "before" is 1.0 by construction and
+   (``data.real_targets.answer_hit``); the audit keeps the known probes of each set, so "before" is 1.0 by construction and
    "after" is the share of what the model knew that it still knows;
 3. the forget corpus: the model writes about the target itself (sampled answers to prompts such as "Tell me about
    {name}."); the retain corpus: the model's own greedy answers about related entities that are *not* the neighbour
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cache import cache_key, cache_root, weights_fingerprint
-from ..config import TrainConfig
+from ..config import REAL_HPARAMS, REAL_METHOD, REAL_MODEL, REAL_TARGET, REAL_TRAIN, TrainConfig
 from ..data.collate import PromptFormat
 from ..data.real_targets import (
     Probe,
@@ -48,27 +48,6 @@ from ..data.records import QAItem
 from ..errors import ConfigError, DataError
 from ..io import write_json
 from ..scoring.passes import generate_answers
-
-REAL_MODEL = "smollm2-135m"
-REAL_TARGET = "Albert Einstein"
-# Chosen by measurement on SmolLM2-135M-Instruct, target Albert Einstein, NPO (beta 0.1) + retain NLL (alpha 1), batch 8
-# (forget accuracy on known probes / neighbour / utility, after over before):
-#   lr 3e-5: the forget log-prob falls ~4 nats per step, too slow for a CPU budget;
-#   lr 1e-4,  8 steps: 0.05 / 1.00 / 0.90 (utility 26 of 29: the retain term starts to overfit its own texts);
-#   lr 1e-4,  5 steps: 0.16 / 0.89 / 0.93  <- the default (NPO's forget loss has saturated by step 3).
-REAL_METHOD = "NPO"
-REAL_HPARAMS: dict[str, dict] = {"NPO": {"beta": 0.1, "alpha": 1.0}, "GradDiff": {"alpha": 1.0}}
-REAL_TRAIN = TrainConfig(lr=1e-4, max_steps=5, batch_size=8, scheduler="constant", warmup_ratio=0.0, max_length=160,
-                         pairing="random", seed=0)
-
-# Fine-tuning a pretrained model on TOFU (the tiny model's DEMO_FINETUNE learning rate would wreck it): open-unlearning
-# uses lr 1e-5 for 1B-8B models; a 135M model needs a larger step to memorise in 5 epochs.
-PRETRAINED_FINETUNE = TrainConfig(lr=5e-5, epochs=5, batch_size=16, warmup_ratio=0.1, scheduler="linear",
-                                  max_length=256, seed=0)
-# Unlearning a pretrained model (anything not built by the tiny recipe): open-unlearning's TOFU settings (lr 1e-5,
-# 10 epochs, batch 8 x 4 accumulation, one warm-up epoch); the tiny model's DEMO_UNLEARN (lr 5e-4) would wreck it.
-PRETRAINED_UNLEARN = TrainConfig(lr=1e-5, epochs=10, batch_size=8, grad_accum=4, warmup_ratio=0.1, scheduler="linear",
-                                 seed=0)
 
 
 @dataclass
