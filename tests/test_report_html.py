@@ -106,7 +106,7 @@ def test_report_command_regenerates_the_page_and_shows_the_certificate(run):
 
 
 def test_a_failing_plot_costs_only_that_plot(run, monkeypatch, tmp_path):
-    from obliviate.report import html, plots
+    from obliviate.report import plots, run_page, training_log
 
     src, report, results, _ = run
     out = tmp_path / "run"
@@ -116,11 +116,11 @@ def test_a_failing_plot_costs_only_that_plot(run, monkeypatch, tmp_path):
         raise ValueError("no plot today")
 
     monkeypatch.setattr(plots, "truth_ratio_histogram", broken)
-    page = html.render_run_report(report, html.read_metrics(out / "metrics.jsonl"))
+    page = run_page.render_run_report(report, training_log.read_metrics(out / "metrics.jsonl"))
     assert "could not be drawn (ValueError: no plot today)" in page and len(_pngs(page)) == 2
     assert 'id="summary-table"' in page
     # and a page that cannot be written at all leaves report.json in place
-    monkeypatch.setattr(html, "write_run_report", broken)
+    monkeypatch.setattr(run_page, "write_run_report", broken)
     (out / "report.json").unlink()
     lines: list[str] = []
     audit_report(results, "oracle", "unlearned", {"command": "test"}, out, log=lines.append)

@@ -317,7 +317,7 @@ def audit_report(results: dict[str, dict], oracle: str | None, main: str, config
     log("\n" + format_table({name: r["metrics"] for name, r in results.items()}))
     log(f"\n[obliviate] report: {path}")
     try:  # the page is a view of report.json: failing to draw it must not fail the run
-        from .report.html import write_run_report
+        from .report.run_page import write_run_report
 
         log(f"[obliviate] page: {write_run_report(run_dir, report)}")
     except Exception as e:

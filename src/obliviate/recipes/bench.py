@@ -140,7 +140,7 @@ def _finished(run_dir: Path, config: dict) -> bool:
 
 
 def _time_per_step(run_dir: Path) -> tuple[float | None, int]:
-    from ..report.html import read_metrics
+    from ..report.training_log import read_metrics
 
     lines = [x for x in read_metrics(run_dir / "metrics.jsonl") if "elapsed_s" in x]
     if not lines:
@@ -281,7 +281,7 @@ def _write_outputs(out: Path, rows, bench, cfg, acfg, model, command, markdown, 
             if MARKER in old:
                 tail = old[old.index(MARKER) + len(MARKER):]
         write_text(path, text + "\n" + MARKER + (tail if tail else "\n"))
-    from ..report.html import render_bench_report
+    from ..report.bench_page import render_bench_report
 
     flat = [{k: v for k, v in r.items() if not isinstance(v, dict) and k not in ("run_dir",)} for r in rows]
     render_bench_report(out, flat)

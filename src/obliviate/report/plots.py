@@ -187,7 +187,7 @@ def training_curves(records: Sequence[dict], max_panels: int = 8):
 def roc_points(members: Sequence[float], nonmembers: Sequence[float]) -> tuple[np.ndarray, np.ndarray, float]:
     """ROC of a membership test that flags an item as a member when its Min-K% score is low.
 
-    Scores are signed 'higher = less likely a member' (as in ``audit.metrics.mia_auc``), so the threshold sweeps from
+    Scores are signed 'higher = less likely a member' (as in ``scoring.metrics.mia_auc``), so the threshold sweeps from
     the lowest score up. Returns (false-positive rates, true-positive rates, AUC); the AUC equals ``mia_auc``.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
