@@ -90,7 +90,7 @@ def test_certificate_file_and_costs(target_cert):
         assert {"name", "value", "threshold", "passed", "reason", "cost"} <= set(c)
         assert set(c["cost"]) == {"seconds", "forward_passes"}
         assert c["cost"]["seconds"] > 0 and c["cost"]["forward_passes"] > 0, c["name"]
-        assert c["threshold"] == CHECKS[c["name"]][0] and c["reason"]
+        assert c["threshold"] == CHECKS[c["name"]].threshold and c["reason"]
         assert c["cost"] == cert["audits"][c["audit"]]
     assert cert["cost"]["forward_passes"] == sum(a["forward_passes"] for a in cert["audits"].values())
     # the base audit's forward passes include at least every teacher-forced sequence of target and oracle
@@ -137,7 +137,7 @@ def test_config_file_errors_name_the_file_and_the_key(tmp_path):
     good.write_text("checks: [forget_prob, relearn_forget]\nthresholds: {forget_prob: 0.1}\nrelearn: {steps: 3}\n")
     cfg = load_certify_config(good)
     assert cfg.checks == ["forget_prob", "relearn_forget"] and cfg.threshold("forget_prob") == 0.1
-    assert cfg.relearn.steps == 3 and cfg.threshold("relearn_forget") == CHECKS["relearn_forget"][0]
+    assert cfg.relearn.steps == 3 and cfg.threshold("relearn_forget") == CHECKS["relearn_forget"].threshold
     for text, match in [("bogus: 1\n", r"c.yaml: unknown option 'bogus'"),
                         ("checks: [forget_prob, vibes]\n", r"c.yaml: unknown check\(s\) \['vibes'\]"),
                         ("thresholds: {vibes: 1}\n", r"c.yaml: 'thresholds' names unknown check 'vibes'"),
