@@ -23,6 +23,7 @@ from .config import PRETRAINED_FINETUNE, PRETRAINED_UNLEARN, TINY_FINETUNE, TINY
 from .data.benchmark import Benchmark
 from .data.collate import PLAIN_TEMPLATE
 from .engine import train
+from .engine.run_folder import check_run_folder, run_folder
 from .errors import ConfigError, DataWarning
 from .io import dumps, write_json
 from .methods import make_method
@@ -39,7 +40,8 @@ def load_data(data: str | Path | None = None, forget_split: str = "forget10", au
               facts_per_author: int = 0, log=None) -> Benchmark:
     """The benchmark a command works on: ``data`` in TOFU's layout, or (``None``) the built-in synthetic benchmark,
     written to ``DEFAULT_DATA`` when missing. Data warnings become one ``obliviate: warning:`` line each on stderr.
-    ``authors`` > 0 keeps the forget split's authors plus retain authors up to that many (``data.benchmark.tofu_subset``).
+    ``authors`` > 0 keeps the forget split's authors plus retain authors up to that many
+    (``data.benchmark.tofu_subset``).
     """
     from .data import load_benchmark, write_fictional_authors
     from .data.benchmark import tofu_subset
@@ -63,7 +65,8 @@ def load_data(data: str | Path | None = None, forget_split: str = "forget10", au
 
 
 def from_tiny_recipe(model: str | Path) -> bool:
-    """Whether ``model`` is obliviate's tiny model ("tiny") or a folder fine-tuned from it (its obliviate.json says so)."""
+    """Whether ``model`` is obliviate's tiny model ("tiny") or a folder fine-tuned from it (as its obliviate.json
+    says)."""
     if str(model) == "tiny":
         return True
     try:
@@ -104,8 +107,18 @@ def _is_complete(model_dir: Path) -> bool:
     return (model_dir / "config.json").exists() and (model_dir / "obliviate.json").exists()
 
 
+def _made_with(model_dir: Path) -> str | None:
+    """The cache key a fine-tuned model's obliviate.json records (what data, model and settings made it)."""
+    try:
+        meta = json.loads((model_dir / "obliviate.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("key") if isinstance(meta, dict) else None
+
+
 def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None = None,
-             cfg: TrainConfig | dict | None = None, tiny: TinyConfig | None = None, which: tuple[str, ...] = ("target", "oracle"),
+             cfg: TrainConfig | dict | None = None, tiny: TinyConfig | None = None,
+             which: tuple[str, ...] = ("target", "oracle"),
              progress: bool = True, log=print, allow_pickle: bool = False,
              trust_remote_code: bool = False) -> dict[str, Path]:
     """Fine-tune the target (every training split) and the oracle (retain only) from the same starting model.
@@ -119,6 +132,7 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
         from .data.validate import check_output_dir
 
         check_output_dir(out_dir)
+        check_run_folder(out_dir, {"--data": bench.root, "--model": model})
     tiny = tiny or TinyConfig()
     key = cache_key(RECIPE_VERSION, PRETRAIN_REPEAT, bench.fingerprint(), bench.forget_split, model,
                 tiny.to_dict() if model == "tiny" else None, dataclasses.asdict(cfg))
@@ -129,6 +143,10 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
         dest = root / name
         out[name] = dest
         if _is_complete(dest):
+            made = _made_with(dest)
+            if made != key:
+                raise ConfigError(f"{dest}: a {name} fine-tuned from other data or settings is already there (its "
+                                  f"obliviate.json key {made}, this run's {key}); choose another --out")
             log(f"[obliviate] {name}: using the fine-tuned model in {dest}")
             continue
         log(f"[obliviate] fine-tuning the {name} on {len(data[name])} items -> {dest}")
@@ -141,12 +159,14 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
 
         check_prompts(bench, tok, cfg.max_length, {"full": bench.full, "retain": bench.retain,
                                                    "pretrain": bench.pretrain}, model_context(net))
-        net = train(net, tok, make_method("finetune"), {"train": data[name]}, cfg, root / f"{name}.run",
-                    progress=progress)
-        save_model(net, tok, dest)
-        write_json(dest / "obliviate.json", {"role": name, "benchmark": bench.name, "forget_split": bench.forget_split,
-                                             "base_model": model, "train": dataclasses.asdict(cfg), "key": key})
-        write_json(root / f"{name}.run" / "status.json", {"state": "completed", "model": str(dest)})
+        with run_folder(root, {"--data": bench.root, "--model": model}):
+            net = train(net, tok, make_method("finetune"), {"train": data[name]}, cfg, root / f"{name}.run",
+                        progress=progress)
+            save_model(net, tok, dest)
+            write_json(dest / "obliviate.json", {"role": name, "benchmark": bench.name,
+                                                 "forget_split": bench.forget_split, "base_model": model,
+                                                 "train": dataclasses.asdict(cfg), "key": key})
+            write_json(root / f"{name}.run" / "status.json", {"state": "completed", "model": str(dest)})
     return out
 
 
@@ -175,6 +195,8 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     out_dir = Path(out_dir)
     cfg = train_config("unlearn", model_dir, cfg)
     check_output_dir(out_dir)
+    inputs = {"--model": model_dir, "--data": bench.root}
+    check_run_folder(out_dir, inputs)
     m = make_method(method, **(hparams or {}))
     lora_opts = lora_options(lora)
     run_config = {"method": m.name, "hparams": m.hparams(), "train": dataclasses.asdict(cfg),
@@ -201,19 +223,22 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     if lora_opts is not None:
         net = apply_lora(net, lora_opts)
     log(f"[obliviate] unlearning {len(forget)} forget items with {m.name} {m.hparams()} -> {out_dir}")
-    if not resume:
-        _clear_run(out_dir)
-    write_json(out_dir / "config.json", run_config)
-    write_json(out_dir / "status.json", {"state": "running"})
-    try:
-        net = train(net, tok, m, {"forget": forget, "retain": bench.retain}, cfg, out_dir, resume=resume,
-                    progress=progress)
-        save_model(merge_lora(net), tok, out_dir / "model")
-    except BaseException as e:  # the loop records its own failures; this covers saving and Ctrl-C
-        if not isinstance(e, Exception) or _status(out_dir) == "running":
-            mark_failed(out_dir, e)
-        raise
-    write_json(out_dir / "status.json", {"state": "completed", "model": "model"})
+    with run_folder(out_dir, inputs):
+        # status.json first: from here until "completed", an interrupted run reads "running" or "failed", never a
+        # completed run whose model is half gone
+        write_json(out_dir / "status.json", {"state": "running"})
+        try:
+            if not resume:
+                _clear_run(out_dir)
+            write_json(out_dir / "config.json", run_config)
+            net = train(net, tok, m, {"forget": forget, "retain": bench.retain}, cfg, out_dir, resume=resume,
+                        progress=progress)
+            save_model(merge_lora(net), tok, out_dir / "model")
+        except BaseException as e:  # the loop records its own failures; this covers clean-up, saving and Ctrl-C
+            if not isinstance(e, Exception) or _status(out_dir) == "running":
+                mark_failed(out_dir, e)
+            raise
+        write_json(out_dir / "status.json", {"state": "completed", "model": "model"})
     return out_dir / "model"
 
 
@@ -268,14 +293,13 @@ def _check_resumable(out_dir: Path, run_config: dict) -> None:
 
 
 def _clear_run(out_dir: Path) -> None:
-    """Before a fresh run in a folder that held one: remove the earlier run's results, so none can pass for this one's
-    (checkpoints, metrics and the reference cache are cleared by the training loop)."""
+    """Before a fresh run in a folder that held one (status.json already says "running"): remove the earlier run's
+    results, so none can pass for this one's (checkpoints, metrics and the reference cache are cleared by the training
+    loop). The folder is obliviate's (``engine.run_folder``): only what obliviate writes there is removed."""
     import shutil
 
-    if not ((out_dir / "status.json").exists() or (out_dir / "config.json").exists()):
-        return
     shutil.rmtree(out_dir / "model", ignore_errors=True)
-    for name in ("report.json", "report.html", "status.json"):
+    for name in ("report.json", "report.html", "certificate.json"):
         (out_dir / name).unlink(missing_ok=True)
 
 
@@ -332,7 +356,7 @@ def unlearn_and_audit(model: str | Path, bench: Benchmark, method: str, hparams:
                       audit_cfg: AuditConfig | None = None, config: dict | None = None, resume: bool = False,
                       lora: dict | None = None, coreset: tuple[str, float] | None = None, progress: bool = True,
                       log=print, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
-    """``obliviate unlearn``: unlearn; with an ``oracle``, audit target, oracle and unlearned model and write the report.
+    """``obliviate unlearn``: unlearn; with an ``oracle``, audit target, oracle and unlearned model, write the report.
 
     The target and oracle are audited first (and cached), so a problem with the audit's data shows before training.
     """
@@ -342,6 +366,8 @@ def unlearn_and_audit(model: str | Path, bench: Benchmark, method: str, hparams:
     audit_cfg = audit_cfg or AuditConfig()
     audit_cfg.validate()
     check_output_dir(out_dir)
+    inputs = {"--model": model, "--oracle": oracle, "--data": bench.root}
+    check_run_folder(out_dir, inputs)
     load = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
     results = {}
     if oracle:
@@ -353,9 +379,25 @@ def unlearn_and_audit(model: str | Path, bench: Benchmark, method: str, hparams:
     log(f"unlearned model: {out}")
     if oracle:
         results["unlearned"] = audit(out, bench, audit_cfg, progress=progress, log=log)
-        audit_report(results, "oracle", "unlearned", {**(config or {}), "train": dataclasses.asdict(cfg)}, out_dir,
-                     log=log)
+        with run_folder(out_dir, inputs):
+            audit_report(results, "oracle", "unlearned", {**(config or {}), "train": dataclasses.asdict(cfg)},
+                         out_dir, log=log)
     return out
+
+
+def _audit_inputs(bench: Benchmark, cfg: AuditConfig | None, out_dir, model, oracle, target):
+    """What an audit command checks before any work (settings, output folder, data): the validated config, the models
+    by role (target, oracle, model: the order they are audited in) and the inputs the output folder must keep clear."""
+    from .data.validate import check_output_dir, check_perturbed
+
+    cfg = cfg or AuditConfig()
+    cfg.validate()
+    check_output_dir(out_dir)
+    roles = {role: path for role, path in (("target", target), ("oracle", oracle), ("model", model)) if path}
+    inputs = {**{f"--{role}": path for role, path in roles.items()}, "--data": bench.root}
+    check_run_folder(out_dir, inputs)
+    check_perturbed(bench, forget_quality=bool(oracle))
+    return cfg, roles, inputs
 
 
 def audit_models(model: str | Path, bench: Benchmark, cfg: AuditConfig | None, out_dir: str | Path,
@@ -363,18 +405,11 @@ def audit_models(model: str | Path, bench: Benchmark, cfg: AuditConfig | None, o
                  progress: bool = True, log=print, allow_pickle: bool = False,
                  trust_remote_code: bool = False) -> dict:
     """``obliviate audit``: audit ``model`` (and the target and oracle beside it), write report.json and the page."""
-    from .data.validate import check_output_dir, check_perturbed
-
-    cfg = cfg or AuditConfig()
-    cfg.validate()
-    check_output_dir(out_dir)
-    check_perturbed(bench, forget_quality=bool(oracle))
+    cfg, roles, inputs = _audit_inputs(bench, cfg, out_dir, model, oracle, target)
     load = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
-    results = {}
-    for role, path in (("target", target), ("oracle", oracle), ("model", model)):
-        if path:
-            results[role] = audit(path, bench, cfg, progress=progress, log=log, **load)
-    return audit_report(results, "oracle" if oracle else None, "model", config or {}, out_dir, log=log)
+    results = {role: audit(path, bench, cfg, progress=progress, log=log, **load) for role, path in roles.items()}
+    with run_folder(out_dir, inputs):
+        return audit_report(results, "oracle" if oracle else None, "model", config or {}, out_dir, log=log)
 
 
 def certify_model(model: str | Path, bench: Benchmark, out_dir: str | Path, oracle: str | Path | None = None,
@@ -382,17 +417,21 @@ def certify_model(model: str | Path, bench: Benchmark, out_dir: str | Path, orac
                   audit_cfg: AuditConfig | None = None, config: dict | None = None, log=print,
                   allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
     """``obliviate audit --certify``: the battery that catches fake forgetting, against the oracle; writes
-    certificate.json, report.json and the page. Returns the certificate."""
-    from .audit.certify import certify, load_certify_config
-    from .data.validate import check_output_dir, check_perturbed
+    certificate.json, report.json and the page. Returns the certificate.
 
-    audit_cfg = audit_cfg or AuditConfig()
-    audit_cfg.validate()
-    check_output_dir(out_dir)
-    check_perturbed(bench, forget_quality=bool(oracle))
+    The base audit of each saved model goes through ``audit`` (cached beside the model), so a model audited before with
+    the certificate's settings is not audited again."""
+    from .audit.certify import base_audit_config, certify, load_certify_config
+
+    audit_cfg, roles, inputs = _audit_inputs(bench, audit_cfg, out_dir, model, oracle, target)
     ccfg = load_certify_config(certify_config)
-    out = certify(model, bench, oracle=oracle, target=target, cfg=ccfg, out_dir=out_dir, log=log, audit_cfg=audit_cfg,
-                  load_options={"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code})
-    results = {role: out["results"][role] for role in ("target", "oracle", "model") if role in out["results"]}
-    audit_report(results, "oracle" if oracle else None, "model", config or {}, out_dir, log=log)
+    load = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+    base_cfg = base_audit_config(ccfg, audit_cfg)
+    audits = {role: audit(path, bench, base_cfg, progress=False, log=log, **load) for role, path in roles.items()
+              if Path(path).is_dir()}
+    with run_folder(out_dir, inputs):
+        out = certify(model, bench, oracle=oracle, target=target, cfg=ccfg, out_dir=out_dir, log=log,
+                      audit_cfg=audit_cfg, load_options=load, audits=audits)
+        results = {role: out["results"][role] for role in ("target", "oracle", "model") if role in out["results"]}
+        audit_report(results, "oracle" if oracle else None, "model", config or {}, out_dir, log=log)
     return out["certificate"]

@@ -2,7 +2,8 @@
 
 Per optimizer step: build the micro-batches (forget items in a seeded order, each paired with a retain item), ask the
 method for a loss, back-propagate with gradient accumulation, clip, step, log one line to ``metrics.jsonl``, and every
-``save_every`` steps write a checkpoint (model, optimizer, scheduler, RNG and method state) that ``resume=True`` picks up.
+``save_every`` steps write a checkpoint (model, optimizer, scheduler, RNG and method state; safetensors and JSON, no
+pickle: ``checkpoint.py``) that ``resume=True`` picks up.
 Data order is a pure function of (seed, epoch), so nothing about the data loader needs saving.
 """
 
@@ -21,8 +22,10 @@ from ..data.collate import PromptFormat, pad_batch
 from ..data.records import QAItem
 from ..errors import DataError, TrainingError
 from ..io import append_jsonl, read_jsonl, write_json, write_text
+from .checkpoint import load_checkpoint, save_checkpoint
 from .pairing import Schedule
 from .reference import Reference
+from .run_folder import claim
 
 
 def _encode_all(fmt: PromptFormat, data: dict[str, list[QAItem]]):
@@ -37,9 +40,15 @@ def _scheduler(cfg: TrainConfig, optimizer, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total)
 
 
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders ``step-N``, oldest first (stray names are not checkpoints)."""
+    found = [p for p in (run_dir / "checkpoints").glob("step-*") if p.name[5:].isdigit() and p.is_dir()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / "trainer_state.json").exists()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[1]), default=None)
+    """The newest complete checkpoint (``trainer_state.json`` is written last), or None."""
+    return next((p for p in reversed(_checkpoints(run_dir)) if (p / "trainer_state.json").is_file()), None)
 
 
 def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainConfig, run_dir: str | Path,
@@ -86,8 +95,7 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     from tqdm.auto import tqdm
 
     cfg.validate()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = claim(run_dir, option="run folder")  # obliviate's own folder, or refused: a fresh run clears it below
     primary = method.primary
     if not data.get(primary):
         raise DataError(f"the {primary} split is empty: nothing to train on")
@@ -133,14 +141,12 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(cfg, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
 
     step = 0
     metrics_path = run_dir / "metrics.jsonl"
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
+        state = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
         step = state["step"]
         method.load_state_dict(state.get("method_state", {}))
         if metrics_path.exists() and accelerator.is_main_process:  # drop lines logged after the checkpoint
@@ -197,7 +203,7 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
             bar.set_postfix(loss=f"{logs_acc['loss']:.4f}")
             bar.update(1)
         if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-            _save_checkpoint(accelerator, run_dir, step, method, keep_checkpoints)
+            _save_checkpoint(accelerator, model, optimizer, scheduler, run_dir, step, method, keep_checkpoints)
     bar.close()
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
@@ -205,15 +211,11 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     return model
 
 
-def _save_checkpoint(accelerator, run_dir: Path, step: int, method, keep: int) -> None:
-    out = run_dir / "checkpoints" / f"step-{step}"
-    if accelerator.is_main_process and out.exists():  # left half-written by a killed run: start it afresh
-        shutil.rmtree(out)
+def _save_checkpoint(accelerator, model, optimizer, scheduler, run_dir: Path, step: int, method, keep: int) -> None:
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(out), safe_serialization=True)
     if accelerator.is_main_process:
-        # trainer_state.json is written last: a checkpoint without it is incomplete and ignored on resume
-        write_json(out / "trainer_state.json", {"step": step, "method_state": method.state_dict()})
-        ckpts = sorted((p for p in (run_dir / "checkpoints").glob("step-*")), key=lambda p: int(p.name.split("-")[1]))
-        for old in ckpts[:-keep]:
+        save_checkpoint(run_dir / "checkpoints" / f"step-{step}", accelerator.unwrap_model(model), optimizer,
+                        scheduler, step, method.state_dict())
+        for old in _checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()

@@ -165,52 +165,54 @@ def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train
     ``finetune_cfg`` likewise for fine-tuning. ``models`` ({"target": dir, "oracle": dir}) skips fine-tuning and uses
     those models instead.
     """
+    from ..engine.run_folder import run_folder
     from ..pipeline import audit, finetune, train_config, unlearn
 
     out = Path(out_dir)
-    base = train_config("unlearn", model, train_cfg)
-    acfg = audit_cfg or AuditConfig()
-    models = models or finetune(bench, model, cfg=finetune_cfg, tiny=tiny, progress=progress, log=log)
-    refs = {name: audit(models[name], bench, acfg, progress=progress, log=log) for name in ("target", "oracle")}
-    for r in refs.values():
-        compare_to_oracle(r, refs["oracle"])
-    rows = [{"method": name, "reference": True, **_row_metrics(refs[name]["metrics"]), "status": "ok"}
-            for name in ("target", "oracle")]
-    t_bench = time.time()
-    for i, run in enumerate(runs):
-        cfg = dataclasses.replace(base, **{**run.train, "seed": run.seed})
-        run_dir = out / "runs" / f"{run.method}-{run.key()}"
-        row = {"method": run.label, "base_method": run.method,
-               "settings": ",".join(f"{k}={v}" for k, v in run.hparams.items()),
-               "train": {k: getattr(cfg, k) for k in ("lr", "epochs", "max_steps", "batch_size", "scheduler")},
-               "seed": run.seed, "hparams": run.hparams, "run_dir": str(run_dir)}
-        log(f"[obliviate] bench {i + 1}/{len(runs)}: {run.label}")
-        config = {"method": run.method, "hparams": run.hparams, "train": dataclasses.asdict(cfg),
-                  "model": str(models["target"])}
-        done = run_dir / "bench_run.json"
-        try:
-            if not force and _finished(run_dir, config):
-                unlearn_s = json.loads(done.read_text())["unlearn_s"]
-                log(f"[obliviate] {run.label}: using the finished run in {run_dir}")
-            else:
-                done.unlink(missing_ok=True)
-                t0 = time.time()
-                unlearn(models["target"], bench, run.method, run.hparams, cfg, run_dir, progress=progress, log=log)
-                unlearn_s = time.time() - t0
-                write_json(done, {"config": config, "unlearn_s": unlearn_s})
-            result = audit(run_dir / "model", bench, acfg, progress=progress, log=log)
-            compare_to_oracle(result, refs["oracle"])
-            per_step, steps = _time_per_step(run_dir)
-            row.update(_row_metrics(result["metrics"]))
-            row.update({"steps": steps, "time_per_step_s": per_step, "unlearn_s": round(unlearn_s, 2), "status": "ok"})
-        except Exception as e:  # one broken run must not end the bench; its row says why
-            why = str(e) if isinstance(e, ObliviateError) else f"{type(e).__name__}: {e}"
-            log(f"[obliviate] {run.label}: failed: {why}")
-            row.update({"status": f"failed: {why}"})
-        rows.append(row)
-        _write_outputs(out, rows, bench, base, acfg, model, command, markdown, time.time() - t_bench, final=False)
-    _write_outputs(out, rows, bench, base, acfg, model, command, markdown, time.time() - t_bench, final=True)
-    return rows
+    with run_folder(out, {"--data": bench.root}):  # obliviate's folder, one bench at a time
+        base = train_config("unlearn", model, train_cfg)
+        acfg = audit_cfg or AuditConfig()
+        models = models or finetune(bench, model, cfg=finetune_cfg, tiny=tiny, progress=progress, log=log)
+        refs = {name: audit(models[name], bench, acfg, progress=progress, log=log) for name in ("target", "oracle")}
+        for r in refs.values():
+            compare_to_oracle(r, refs["oracle"])
+        rows = [{"method": name, "reference": True, **_row_metrics(refs[name]["metrics"]), "status": "ok"}
+                for name in ("target", "oracle")]
+        t_bench = time.time()
+        for i, run in enumerate(runs):
+            cfg = dataclasses.replace(base, **{**run.train, "seed": run.seed})
+            run_dir = out / "runs" / f"{run.method}-{run.key()}"
+            row = {"method": run.label, "base_method": run.method,
+                   "settings": ",".join(f"{k}={v}" for k, v in run.hparams.items()),
+                   "train": {k: getattr(cfg, k) for k in ("lr", "epochs", "max_steps", "batch_size", "scheduler")},
+                   "seed": run.seed, "hparams": run.hparams, "run_dir": str(run_dir)}
+            log(f"[obliviate] bench {i + 1}/{len(runs)}: {run.label}")
+            config = {"method": run.method, "hparams": run.hparams, "train": dataclasses.asdict(cfg),
+                      "model": str(models["target"])}
+            done = run_dir / "bench_run.json"
+            try:
+                if not force and _finished(run_dir, config):
+                    unlearn_s = json.loads(done.read_text())["unlearn_s"]
+                    log(f"[obliviate] {run.label}: using the finished run in {run_dir}")
+                else:
+                    done.unlink(missing_ok=True)
+                    t0 = time.time()
+                    unlearn(models["target"], bench, run.method, run.hparams, cfg, run_dir, progress=progress, log=log)
+                    unlearn_s = time.time() - t0
+                    write_json(done, {"config": config, "unlearn_s": unlearn_s})
+                result = audit(run_dir / "model", bench, acfg, progress=progress, log=log)
+                compare_to_oracle(result, refs["oracle"])
+                per_step, steps = _time_per_step(run_dir)
+                row.update(_row_metrics(result["metrics"]))
+                row.update({"steps": steps, "time_per_step_s": per_step, "unlearn_s": round(unlearn_s, 2), "status": "ok"})
+            except Exception as e:  # one broken run must not end the bench; its row says why
+                why = str(e) if isinstance(e, ObliviateError) else f"{type(e).__name__}: {e}"
+                log(f"[obliviate] {run.label}: failed: {why}")
+                row.update({"status": f"failed: {why}"})
+            rows.append(row)
+            _write_outputs(out, rows, bench, base, acfg, model, command, markdown, time.time() - t_bench, final=False)
+        _write_outputs(out, rows, bench, base, acfg, model, command, markdown, time.time() - t_bench, final=True)
+        return rows
 
 
 def _fmt(v) -> str:

@@ -12,11 +12,13 @@ import dataclasses
 from pathlib import Path
 
 from ..config import DEMO_HPARAMS, DEMO_METHOD, DEMO_OUT, TINY_UNLEARN, AuditConfig, TrainConfig
+from ..engine.run_folder import run_folder
 from ..pipeline import audit, audit_report, finetune, load_data, unlearn
 
 
 def run_demo(out_dir: str | Path = DEMO_OUT, method: str = DEMO_METHOD, hparams: dict | None = None,
-             cfg: TrainConfig | dict | None = None, forget_split: str = "forget10", audit_cfg: AuditConfig | None = None,
+             cfg: TrainConfig | dict | None = None, forget_split: str = "forget10",
+             audit_cfg: AuditConfig | None = None,
              config: dict | None = None, progress: bool = True, log=print) -> dict:
     """Run the demo; ``cfg`` (a TrainConfig, or options on top of ``TINY_UNLEARN``) sets the unlearning. Returns the
     report."""
@@ -29,6 +31,7 @@ def run_demo(out_dir: str | Path = DEMO_OUT, method: str = DEMO_METHOD, hparams:
     unlearned = unlearn(models["target"], bench, method, hparams, cfg, out_dir, progress=progress, log=log)
     results = {name: audit(models[name], bench, audit_cfg, progress=progress, log=log) for name in ("target", "oracle")}
     results["unlearned"] = audit(unlearned, bench, audit_cfg, use_cache=False, progress=progress, log=log)
-    config = {"command": "demo", **(config or {}), "method": method, "hparams": hparams, "train": dataclasses.asdict(cfg),
-              "target": str(models["target"]), "oracle": str(models["oracle"])}
-    return audit_report(results, "oracle", "unlearned", config, out_dir, log=log)
+    config = {"command": "demo", **(config or {}), "method": method, "hparams": hparams,
+              "train": dataclasses.asdict(cfg), "target": str(models["target"]), "oracle": str(models["oracle"])}
+    with run_folder(out_dir):
+        return audit_report(results, "oracle", "unlearned", config, out_dir, log=log)

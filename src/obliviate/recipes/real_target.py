@@ -45,6 +45,7 @@ from ..data.real_targets import (
     relative_change,
 )
 from ..data.records import QAItem
+from ..engine.run_folder import check_run_folder, claim
 from ..errors import ConfigError, DataError
 from ..io import write_json
 from ..scoring.passes import generate_answers
@@ -215,6 +216,7 @@ def real_demo(out_dir: str | Path, target: str | None = None, method: str = REAL
     t_start = time.time()
     timing: dict[str, float] = {}
     out_dir = Path(out_dir)
+    check_run_folder(out_dir, {"--model": model, "--rwku": rwku})
     cfg = cfg or dataclasses.replace(REAL_TRAIN)
     gen = gen or GenSettings()
     hp = {**REAL_HPARAMS.get(method, {}), **(hparams or {})}
@@ -290,6 +292,8 @@ def real_demo(out_dir: str | Path, target: str | None = None, method: str = REAL
     config = {"command": "demo --real", "model": str(model), "target": tgt.name, "method": m.name,
               "hparams": m.hparams(), "train": dataclasses.asdict(cfg), "generation": dataclasses.asdict(gen),
               "rwku": str(rwku) if rwku else None}
+    claim(out_dir, {"--model": model, "--rwku": rwku})
+    write_json(out_dir / "status.json", {"state": "running"})
     write_json(out_dir / "config.json", config)
     net = train(net, tok, m, {"forget": corpora["forget"], "retain": corpora["retain"]}, cfg, out_dir,
                 progress=progress)

@@ -1,0 +1,220 @@
+"""A run folder is obliviate's, and nothing in one executes: inputs are never written over, foreign folders never
+cleaned, a checkpoint is never unpickled, two runs never share a folder, and an interrupt at any point leaves either
+a resumable run or a completed one with its model."""
+
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from obliviate.cli import main
+
+
+def run_cli(*args, timeout=600):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run([sys.executable, "-m", "obliviate", *map(str, args)], capture_output=True, text=True, env=env,
+                       timeout=timeout)
+    return p.returncode, p.stderr
+
+
+def one_line_error(code, err, *needles):
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("obliviate: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def unlearn_args(target, data, out, *extra):
+    return ["unlearn", "--model", str(target), "--data", str(data), "--out", str(out), "--method", "NPO",
+            "--max-steps", "6", "--batch-size", "4", "--save-every", "2", "--seed", "3", "--quiet", *extra]
+
+
+def weights(run: Path) -> dict:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(target_path, small_bench_dir, tmp_path_factory):
+    """An uninterrupted run: the weights every interrupted-then-resumed run must reach."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert main(unlearn_args(target_path, small_bench_dir, out)) == 0
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ never destroy
+
+def test_out_equal_to_the_model_is_refused_and_the_model_untouched(target_path, small_bench_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(target_path, model)
+    before = snapshot(model)
+    one_line_error(*run_cli(*unlearn_args(model, small_bench_dir, model)), "is the --model folder itself")
+    assert snapshot(model) == before
+
+
+def test_out_holding_the_model_is_refused_and_the_model_untouched(target_path, small_bench_dir, tmp_path):
+    model = tmp_path / "X" / "model"
+    shutil.copytree(target_path, model)
+    before = snapshot(model)
+    one_line_error(*run_cli(*unlearn_args(model, small_bench_dir, tmp_path / "X")), "contains the --model")
+    one_line_error(*run_cli("audit", "--model", model, "--data", small_bench_dir, "--out", model / "audit"),
+                   "lies inside the --model folder")
+    assert snapshot(model) == before
+
+
+def test_a_foreign_folder_is_neither_cleaned_nor_written(target_path, small_bench_dir, tmp_path):
+    foreign = tmp_path / "mine"
+    (foreign / "checkpoints").mkdir(parents=True)
+    (foreign / "checkpoints" / "keep.txt").write_text("my notes")
+    (foreign / "metrics.jsonl").write_text('{"mine": 1}\n')
+    (foreign / "report.json").write_text("{}")
+    before = snapshot(foreign)
+    one_line_error(*run_cli(*unlearn_args(target_path, small_bench_dir, foreign)), "obliviate did not make",
+                   "never cleans or overwrites")
+    one_line_error(*run_cli("audit", "--model", target_path, "--data", small_bench_dir, "--out", foreign),
+                   "obliviate did not make")
+    assert snapshot(foreign) == before
+
+
+def test_an_empty_folder_and_a_run_folder_of_ours_are_used(reference, target_path, small_bench_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(unlearn_args(target_path, small_bench_dir, empty, "--max-steps", "1")) == 0
+    assert (empty / ".obliviate-run").exists() and (empty / "model" / "model.safetensors").exists()
+    again = tmp_path / "again"
+    shutil.copytree(reference, again)  # a run folder obliviate made: a fresh run replaces its outputs
+    assert main(unlearn_args(target_path, small_bench_dir, again, "--max-steps", "1")) == 0
+    assert len((again / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_second_run_on_the_same_folder_stops(reference, target_path, small_bench_dir, tmp_path):
+    from obliviate.engine.run_folder import run_folder
+
+    out = tmp_path / "busy"
+    shutil.copytree(reference, out)
+    before = snapshot(out)
+    with run_folder(out):  # a run in progress holds the folder's lock
+        one_line_error(*run_cli(*unlearn_args(target_path, small_bench_dir, out)), "another obliviate run is using")
+    assert {k: v for k, v in snapshot(out).items() if k != ".obliviate.lock"} == \
+        {k: v for k, v in before.items() if k != ".obliviate.lock"}
+
+
+def test_finetune_does_not_reuse_models_made_from_other_data(small_bench_dir, tmp_path):
+    out = tmp_path / "models"
+    (out / "target").mkdir(parents=True)
+    (out / ".obliviate-run").write_text("{}")
+    (out / "target" / "config.json").write_text("{}")
+    (out / "target" / "obliviate.json").write_text(json.dumps({"role": "target", "key": "made-for-forget01"}))
+    one_line_error(*run_cli("finetune", "--data", small_bench_dir, "--out", out, "--only", "target", "--quiet"),
+                   "fine-tuned from other data or settings", "made-for-forget01")
+
+
+# ------------------------------------------------------------------------------------------------ never execute
+
+class _Payload:
+    """Unpickling this creates the file ``path``: proof that a pickle ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_crafted_checkpoint_executes_nothing(reference, target_path, small_bench_dir, tmp_path):
+    proof = tmp_path / "pwned"
+    for fmt in (1, 2):
+        out = tmp_path / f"crafted{fmt}"
+        shutil.copytree(reference, out)
+        ckpt = max((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "scheduler.bin", "optimizer.bin"):
+            (ckpt / name).write_bytes(pickle.dumps(_Payload(proof)))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        if fmt == 1:  # what accelerate's save_state wrote: obliviate would have to unpickle it
+            state.pop("format")
+        (ckpt / "trainer_state.json").write_text(json.dumps(state))
+        code, err = run_cli(*unlearn_args(target_path, small_bench_dir, out, "--resume"))
+        if fmt == 1:
+            one_line_error(code, err, "older obliviate", "does not unpickle")
+        else:  # its own files are safetensors and JSON; the planted pickles are never read
+            assert code == 0, err
+        assert not proof.exists()
+    # a checkpoint holds no pickle at all
+    for f in (reference / "checkpoints").rglob("*"):
+        assert f.suffix in ("", ".safetensors", ".json"), f
+
+
+def test_an_internal_error_is_one_line_and_a_log(monkeypatch, capsys, target_path, small_bench_dir, tmp_path):
+    import obliviate.pipeline
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(obliviate.pipeline, "audit_models", broken)
+    assert main(["audit", "--model", str(target_path), "--data", str(small_bench_dir), "--out",
+                 str(tmp_path / "a"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("obliviate: internal error: RuntimeError: boom (traceback in ")
+    log = Path(err[0].split("traceback in ")[1].split(";")[0])
+    assert "Traceback" in log.read_text() and "boom" in log.read_text()
+    log.unlink()
+
+
+# ------------------------------------------------------------------------------------------------ never half-done
+
+def _interrupt_points():
+    """(signal, fraction of a full run's wall time): fixed in CI; OBLIVIATE_FUZZ_RANDOM=1 draws fresh ones."""
+    rng = random.Random(None if os.environ.get("OBLIVIATE_FUZZ_RANDOM") else 0)
+    return [(rng.choice([signal.SIGINT, signal.SIGKILL]), rng.uniform(0.05, 1.0)) for _ in range(4)]
+
+
+def test_an_interrupt_anywhere_leaves_a_resumable_or_completed_run(reference, target_path, small_bench_dir, tmp_path):
+    """Property: interrupted at a random moment (SIGINT or SIGKILL; during start-up, the clean-up of the earlier run,
+    training, a checkpoint or the final save), a fresh run over a completed one leaves a folder that is either
+    completed, with a model equal to the uninterrupted run's, or not completed and resumable to those same weights."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    want = weights(reference)
+    # how long a whole run takes here, interpreter start included
+    t0 = time.time()
+    code, err = run_cli(*unlearn_args(target_path, small_bench_dir, tmp_path / "timing"))
+    assert code == 0, err
+    full = time.time() - t0
+    seen = []
+    for i, (sig, at) in enumerate(_interrupt_points()):
+        out = tmp_path / f"victim{i}"
+        shutil.copytree(reference, out)  # a completed run: the fresh run must first clean it up
+        cmd = [sys.executable, "-m", "obliviate", *unlearn_args(target_path, small_bench_dir, out)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        time.sleep(at * full)
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
+        proc.stderr.close()
+        state = json.loads((out / "status.json").read_text()).get("state")
+        seen.append((sig.name, round(at, 2), proc.returncode, state))
+        if state == "completed":
+            assert max_diff(weights(out), want) <= 1e-6, seen  # complete, and this run's (or the equal old) model
+            continue
+        assert state in ("running", "failed"), seen
+        code, err = run_cli(*unlearn_args(target_path, small_bench_dir, out, "--resume"))
+        assert code == 0, (seen, err[-2000:])
+        assert json.loads((out / "status.json").read_text())["state"] == "completed"
+        assert max_diff(weights(out), want) <= 1e-6, seen
+    print("\ninterrupts (signal, fraction of the run, exit code, state left):", seen)
