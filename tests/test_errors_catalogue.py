@@ -506,7 +506,7 @@ def _(ctx):
 
 def _resume_refused(ctx):
     assert json.loads((ctx.out / "config.json").read_text())["hparams"]["beta"] == 0.5  # untouched
-    assert sorted(p.name for p in ctx.out.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in ctx.out.iterdir()) == [".obliviate-run", "config.json"]
 
 
 @case("resume_a_different_run", "{out}/config.json", "--resume needs the settings this folder was run with",
@@ -519,8 +519,10 @@ def _(ctx):
     from obliviate.methods import make_method
     from obliviate.pipeline import train_config
 
-    # the config.json that `unlearn --hp beta=0.5` writes (the fields of pipeline.unlearn), without the training
+    # the run folder that `unlearn --hp beta=0.5` makes: its marker and config.json (the fields of pipeline.unlearn),
+    # without the training
     ctx.out.mkdir()
+    (ctx.out / ".obliviate-run").write_text("{}")
     bench = load_benchmark(ctx.bench, "forget10")
     args = build_parser().parse_args(ctx.unlearn("--hp", "beta=0.5"))
     m = make_method("NPO", beta=0.5)

@@ -334,7 +334,8 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argp
 
 def _config_value(config: str, key: str, action: argparse.Action, value):
     """A config-file value checked and converted as the command line would convert it, or a ConfigError naming it."""
-    where = f"{config}: option '{key}' = {value!r}"
+    shown = repr(value)
+    where = f"{config}: option '{key}' = {shown if len(shown) <= 80 else shown[:77] + '...'}"
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} should be true or false")

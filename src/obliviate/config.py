@@ -12,6 +12,11 @@ from typing import Any
 
 from .errors import ConfigError
 
+MAX_BATCH = 65536  # items per step, micro-batches per step, new tokens per answer
+MAX_STEPS = 10**9
+MAX_EPOCHS = 10**6
+MAX_LENGTH = 2**20  # tokens per sequence
+
 
 @dataclass
 class TrainConfig:
@@ -57,6 +62,13 @@ class TrainConfig:
             ("save_every", self.save_every >= 0, "must be >= 0"), ("loss_bound", self.loss_bound > 0, "must be > 0"),
             ("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0 (0 = no clipping)"),
             ("seed", 0 <= self.seed < 2**32, "must be in [0, 2**32)"),
+            # upper bounds: a value past these is a typo, and would otherwise end in an overflow deep inside torch
+            ("batch_size", self.batch_size <= MAX_BATCH, f"must be <= {MAX_BATCH}"),
+            ("grad_accum", self.grad_accum <= MAX_BATCH, f"must be <= {MAX_BATCH}"),
+            ("max_steps", self.max_steps <= MAX_STEPS, f"must be <= {MAX_STEPS}"),
+            ("save_every", self.save_every <= MAX_STEPS, f"must be <= {MAX_STEPS}"),
+            ("epochs", self.epochs <= MAX_EPOCHS, f"must be <= {MAX_EPOCHS}"),
+            ("max_length", self.max_length <= MAX_LENGTH, f"must be <= {MAX_LENGTH}"),
         ]
         for name, ok, why in checks:
             if not ok:
@@ -91,6 +103,9 @@ class AuditConfig:
         for name, option, value, low in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"option '{option}' = {value!r} must be a whole number >= {low}")
+            high = MAX_LENGTH if name == "max_length" else MAX_BATCH
+            if value > high:
+                raise ConfigError(f"option '{option}' = {value!r} must be <= {high}")
         if not (isinstance(self.mink_k, (int, float)) and 0 < self.mink_k <= 1):
             raise ConfigError(f"option 'mink_k' = {self.mink_k!r} must be in (0, 1]")
 
@@ -115,31 +130,132 @@ def from_dict(cls, values: dict[str, Any], where: str):
         else:
             ok = True
         if not ok:
-            raise ConfigError(f"{where}: option '{key}' = {value!r} should be {type(default).__name__}")
+            shown = repr(value)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise ConfigError(f"{where}: option '{key}' = {shown} should be {type(default).__name__}")
         kwargs[key] = value
     return cls(**kwargs)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file: a mapping of option names to values."""
+    """Read a YAML config file: a mapping of option names to values.
+
+    Only a regular file of at most 1 MiB is read (a named pipe would block forever). YAML aliases are bounded: a
+    document whose aliases expand to more than 10,000 values (a "billion laughs" bomb), an alias inside the value it
+    names, or nesting deeper than 100 levels is refused while it is parsed, before anything is built, and no message
+    shows a value."""
+    import errno
+    import os
+    import stat
+
     import yaml
+    from yaml.composer import ComposerError
+
+    max_bytes = 1024**2  # a config is a few lines; this is generous
+    max_alias_values = 10_000  # values aliases may add to the document, all together
+    max_depth = 100  # nesting levels
+
+    def clip(text: str, n: int = 160) -> str:
+        return text if len(text) <= n else text[:n] + "..."
+
+    class BoundedLoader(yaml.SafeLoader):
+        """``yaml.SafeLoader`` that counts, while composing, the values each alias stands for."""
+
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.depth = 0
+            self.alias_values = 0
+            self.open_anchors: set[str] = set()  # anchors of the nodes being composed: an alias to one is a loop
+            self.measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) it expands to
+
+        def measure(self, root) -> tuple[int, int]:
+            """Values and nesting levels of ``root`` with every alias expanded; iterative, each node visited once."""
+            stack = [(root, False)]
+            while stack:
+                node, children_done = stack.pop()
+                if id(node) in self.measured:
+                    continue
+                if isinstance(node, yaml.MappingNode):
+                    children = [x for pair in node.value for x in pair]
+                elif isinstance(node, yaml.SequenceNode):
+                    children = node.value
+                else:
+                    children = []
+                if not children_done:
+                    stack.append((node, True))
+                    stack.extend((c, False) for c in children if id(c) not in self.measured)
+                else:
+                    sizes = [self.measured[id(c)] for c in children]
+                    self.measured[id(node)] = (1 + sum(v for v, _ in sizes), 1 + max((d for _, d in sizes), default=0))
+            return self.measured[id(root)]
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent):
+                if event.anchor in self.open_anchors:
+                    raise ComposerError(None, None, f"alias *{clip(event.anchor, 40)} stands inside the value it "
+                                        "names: aliases may not loop", event.start_mark)
+                node = self.anchors.get(event.anchor)
+                if node is not None:
+                    values, levels = self.measure(node)
+                    self.alias_values += values
+                    if self.alias_values > max_alias_values:
+                        raise ComposerError(None, None, f"too many aliases: together they expand to more than "
+                                            f"{max_alias_values} values", event.start_mark)
+                    if self.depth + levels > max_depth:
+                        raise ComposerError(None, None, f"aliases nest values deeper than {max_depth} levels",
+                                            event.start_mark)
+                return super().compose_node(parent, index)
+            if self.depth >= max_depth:
+                raise ComposerError(None, None, f"values nested deeper than {max_depth} levels", event.start_mark)
+            anchor = event.anchor
+            self.depth += 1
+            if anchor is not None:
+                self.open_anchors.add(anchor)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+                self.open_anchors.discard(anchor)
 
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file is a folder, not a YAML file")
     try:
-        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+        st = os.stat(path)  # not opened yet: opening a named pipe blocks
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EBADF):
+            raise ConfigError(f"{path}: config file not found") from None
+        raise
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{path}: config file is a folder, not a YAML file")
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in kinds if test(st.st_mode)), "not a file")
+        raise ConfigError(f"{path}: not a regular file ({kind}), expected a YAML config file")
+    too_big = f"{path}: config file of {{}} bytes, over the limit of {max_bytes} bytes (1 MiB) for a config file"
+    if st.st_size > max_bytes:
+        raise ConfigError(too_big.format(st.st_size))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since the check
+            raise ConfigError(f"{path}: not a regular file, expected a YAML config file")
+        data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ConfigError(too_big.format(max(os.fstat(fd).st_size, len(data))))
+    try:
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read gave it
+        value = yaml.load(text, Loader=BoundedLoader)  # a SafeLoader: builds plain values only
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "somewhere"
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        problem = clip(" ".join(str(getattr(e, "problem", None) or e).split()))
         raise ConfigError(f"{path}: not valid YAML ({where}: {problem})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as e:  # e.g. a date like 2024-13-45, deep nesting
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = clip((str(e).strip().splitlines() or [type(e).__name__])[0])
         raise ConfigError(f"{path}: not valid YAML ({first})") from None
     if value is None:
         return {}

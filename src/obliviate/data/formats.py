@@ -7,15 +7,24 @@ field.
 TOFU's files come in three layouts, all accepted: one JSON array (``forget10_perturbed.json``), several JSON arrays one per
 line (``full.json``, ``retain90.json``), and ``prompt``/``response`` keys instead of ``question``/``answer``
 (``forget10.json``).
+
+Only regular files are read (a named pipe would block forever, a device never ends), and none larger than
+``MAX_FILE_BYTES`` (environment variable ``OBLIVIATE_MAX_FILE_BYTES`` to change it). CSV is parsed as CSV: a quoted cell
+keeps its line breaks, and U+2028, form feed and the other separators ``str.splitlines`` knows are plain characters.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
+import os
+import re
+import stat
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .records import Document, QAItem
 
 # Accepted names for each field, first match wins.
@@ -25,6 +34,17 @@ ENTITY_KEYS = ("entity", "author", "subject", "target", "title")
 TEXT_KEYS = ("text", "content", "document", "passage")
 
 SUPPORTED = (".json", ".jsonl", ".csv", ".parquet")
+
+# The largest data file read; OBLIVIATE_MAX_FILE_BYTES (a number of bytes) overrides it. A bigger file is refused with
+# one line rather than reaching a MemoryError half-way through.
+MAX_FILE_BYTES = 2 * 1024**3
+MAX_FILE_BYTES_ENV = "OBLIVIATE_MAX_FILE_BYTES"
+# The largest CSV cell (characters), the csv module's field_size_limit while obliviate reads a CSV file (its default,
+# 128 KiB, is smaller than one of MUSE's books).
+CSV_FIELD_LIMIT = 128 * 1024**2
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
 
 
 def _located(path: Path, where: str, what: str) -> DataError:
@@ -36,10 +56,109 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _human(n: int) -> str:
+    """``1234 bytes (1.2 KiB)``; below 1 KiB only the bytes."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n} bytes ({n / size:.1f} {unit})"
+    return f"{n} bytes"
+
+
+def max_file_bytes() -> int:
+    """The size limit for data files: ``OBLIVIATE_MAX_FILE_BYTES`` if set, else ``MAX_FILE_BYTES``."""
+    raw = os.environ.get(MAX_FILE_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_FILE_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{MAX_FILE_BYTES_ENV} = {raw[:40]!r} must be a whole number of bytes > 0 "
+                          f"(e.g. {4 * 1024**3} for 4 GiB)")
+    return value
+
+
+def _file_kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a file")
+
+
+def _check_data_file(path: Path) -> os.stat_result:
+    """Stat ``path`` without opening it (opening a named pipe blocks) and refuse anything but a regular file."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL byte in the path
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EBADF):  # a symlink loop: what Path.exists calls not there
+            raise DataError(f"{path}: file not found") from None
+        raise
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a directory, expected a data file ({', '.join(SUPPORTED)})")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file ({_file_kind(st.st_mode)}), expected a data file "
+                        f"({', '.join(SUPPORTED)})")
+    return st
+
+
+def _check_size(path: Path, size: int) -> None:
+    limit = max_file_bytes()
+    if size > limit:
+        raise DataError(f"{path}: {_human(size)}, over the limit of {_human(limit)} for a data file; set "
+                        f"{MAX_FILE_BYTES_ENV} to a larger number of bytes to read it")
+
+
+def _out_of_memory(path: Path) -> DataError:
+    try:
+        size = f" ({_human(os.stat(path).st_size)})"
+    except (OSError, ValueError):
+        size = ""
+    return DataError(f"{path}: too large to load into memory{size}; set {MAX_FILE_BYTES_ENV} lower to refuse such "
+                     "files up front, or split the file")
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of a data file that ``_check_data_file`` accepted. Opened non-blocking and checked again once open,
+    in case the path was swapped for a named pipe in between."""
+    _check_size(path, _check_data_file(path).st_size)
+    limit = max_file_bytes()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{path}: not a regular file ({_file_kind(mode)}), expected a data file "
+                            f"({', '.join(SUPPORTED)})")
+        try:
+            data = f.read(limit + 1)
+        except MemoryError:
+            raise _out_of_memory(path) from None
+        if len(data) > limit:  # it grew since the check
+            _check_size(path, max(os.fstat(fd).st_size, len(data)))
+    return data
+
+
+def _read_text(path: Path) -> str:
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except MemoryError:
+        raise _out_of_memory(path) from None
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as a text file has them: split at LF, CR LF or CR only (``str.splitlines`` also splits at U+2028, U+0085,
+    form feed, ..., which may stand inside a JSON string or a line of text)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.split("\n")
+
+
 def _parse_json_lines(path: Path, text: str) -> list:
     """Each non-empty line is a JSON object (one record) or a JSON array (many records)."""
     records: list = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -58,53 +177,109 @@ def _parse_json_lines(path: Path, text: str) -> list:
 def read_records(path: str | Path) -> list[dict]:
     """Read a data file into a list of dicts; raise ``DataError`` for anything unreadable."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a data file ({', '.join(SUPPORTED)})")
+    _check_data_file(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED:
         raise DataError(f"{path}: unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED)})")
-    if suffix == ".parquet":
-        records = _read_parquet(path)
-    else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-        if suffix == ".csv":
-            records = _read_csv(path, text)
-        elif suffix == ".jsonl":
-            records = _parse_json_lines(path, text)
+    try:
+        if suffix == ".parquet":
+            _check_size(path, os.stat(path).st_size)
+            records = _read_parquet(path)
         else:
-            try:
-                value = json.loads(text)
-                records = value if isinstance(value, list) else [value]
-            except (ValueError, RecursionError):  # not one JSON document: one per line, as TOFU's full.json
+            text = _read_text(path)
+            if suffix == ".csv":
+                records = _read_csv(path, text)
+            elif suffix == ".jsonl":
                 records = _parse_json_lines(path, text)
+            else:
+                try:
+                    value = json.loads(text)
+                    records = value if isinstance(value, list) else [value]
+                except (ValueError, RecursionError):  # not one JSON document: one per line, as TOFU's full.json
+                    records = _parse_json_lines(path, text)
+    except MemoryError:
+        raise _out_of_memory(path) from None
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise _located(path, f"record {i}", f"expected an object with named fields, got {type(record).__name__}")
     return records
 
 
-def _read_csv(path: Path, text: str) -> list[dict]:
+# CSV cells are text. A list is written as a JSON array (TOFU's perturbed answers), and a cell that parses as one is
+# read back as a list; an empty cell is a missing value. A string the plain cell cannot carry (the empty string, text
+# that would read back as a list, a NUL, which Python 3.10's csv cannot read, a lone surrogate, which UTF-8 cannot
+# encode) is written as a JSON string literal, "...", and read back from one: write_records -> read_records returns
+# every string exactly.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _parses_as_json(text: str) -> bool:
     try:
-        rows = list(csv.DictReader(text.splitlines()))
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _json_string(text: str) -> str | None:
+    """The string a cell holding a JSON string literal stands for, else None."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _needs_literal(text: str) -> bool:
+    """Whether a string must be written to a CSV cell as a JSON string literal to read back as itself."""
+    if text == "" or "\x00" in text or _SURROGATE.search(text):
+        return True
+    if text.startswith("[") and text.endswith("]"):
+        return _parses_as_json(text)
+    inner = _json_string(text)  # a cell that itself looks like a literal; each level doubles the escapes, so shallow
+    return inner is not None and _needs_literal(inner)
+
+
+def _to_cell(value):
+    if isinstance(value, list):
+        return json.dumps(value)
+    if isinstance(value, str) and _needs_literal(value):
+        return json.dumps(value, ensure_ascii=bool(_SURROGATE.search(value)))
+    return value
+
+
+def _from_cell(value: str):
+    if value == "":
+        return None  # an empty cell is a missing value
+    inner = _json_string(value)
+    if inner is not None and _needs_literal(inner):
+        return inner
+    # list-valued fields (perturbed answers) are stored as JSON arrays in a cell
+    if value.startswith("[") and value.endswith("]"):
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            pass  # text that happens to be bracketed
+    return value
+
+
+def _read_csv(path: Path, text: str) -> list[dict]:
+    old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        # parsed as CSV from the text as it is (newline=""): a quoted cell keeps its CR LF, and U+2028 is a character
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
     except csv.Error as e:
-        raise DataError(f"{path}: not valid CSV ({e})") from None
+        raise DataError(f"{path}: not valid CSV ({_first_line(e)})") from None
+    finally:
+        csv.field_size_limit(old_limit)
     for i, row in enumerate(rows):
         if None in row:
             raise _located(path, f"record {i}", "more values than header columns")
         for key, value in row.items():
-            if value == "":
-                row[key] = None  # an empty cell is a missing value
-            # list-valued fields (perturbed answers) are stored as JSON arrays in a cell
-            elif isinstance(value, str) and value.startswith("[") and value.endswith("]"):
-                try:
-                    row[key] = json.loads(value)
-                except (ValueError, RecursionError):
-                    pass  # text that happens to be bracketed
+            if isinstance(value, str):
+                row[key] = _from_cell(value)
     return rows
 
 
@@ -113,6 +288,8 @@ def _read_parquet(path: Path) -> list[dict]:
 
     try:
         return pq.read_table(path).to_pylist()
+    except MemoryError:
+        raise
     except Exception as e:  # pyarrow raises several unrelated types for a bad file
         raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__})") from None
 
@@ -204,13 +381,10 @@ def read_documents(path: str | Path, allow_empty: bool = False) -> list[Document
 def read_lines(path: str | Path) -> list[str]:
     """Plain text, one entry per non-empty line (TOFU's ``idontknow.jsonl`` is such a file despite its name)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+        return [line.strip() for line in _lines(_read_text(path)) if line.strip()]
+    except MemoryError:
+        raise _out_of_memory(path) from None
 
 
 def write_records(path: str | Path, records: list[dict]) -> None:
@@ -229,7 +403,7 @@ def write_records(path: str | Path, records: list[dict]) -> None:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             for r in records:
-                w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
+                w.writerow({k: _to_cell(v) for k, v in r.items()})
     elif suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
