@@ -333,11 +333,19 @@ def test_csv_round_trips_hostile_strings_exactly(tmp_path):
 
 def test_read_qa_keeps_hostile_questions_and_answers(tmp_path):
     path = tmp_path / "h.csv"
-    texts = [s for s in HOSTILE if s.strip()]
+    texts = [s for s in HOSTILE if s.strip() and "\ud800" not in s]  # a lone surrogate is refused: next test
     write_records(path, [{"question": f"{s}?", "answer": s, "perturbed_answer": [s, s + "!"]} for s in texts])
     items = read_qa(path)
     assert [(it.question, it.answer, it.perturbed_answers) for it in items] == \
            [(f"{s}?", s, [s, s + "!"]) for s in texts]
+
+
+def test_a_lone_surrogate_is_refused_where_it_stands(tmp_path):
+    """Text no tokenizer can encode is refused when read, naming the file, the record and the field."""
+    path = tmp_path / "s.json"
+    path.write_text('[{"question": "ok?", "answer": "fine"}, {"question": "Who? \\ud800", "answer": "x"}]')
+    with pytest.raises(DataError, match=r"s.json: record 1: field 'question' holds a lone surrogate U\+D800"):
+        read_qa(path)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -385,6 +385,26 @@ def unlearn_and_audit(model: str | Path, bench: Benchmark, method: str, hparams:
     return out
 
 
+def finetune_unlearn_audit(bench: Benchmark, model: str, method: str, hparams: dict | None,
+                           cfg: TrainConfig | dict | None, out_dir: str | Path,
+                           finetune_cfg: TrainConfig | dict | None = None, audit_cfg: AuditConfig | None = None,
+                           config: dict | None = None, progress: bool = True, log=print) -> dict:
+    """The whole job from a base model: fine-tune target and oracle (cached), unlearn the forget split from the target
+    into ``out_dir``, audit all three against the oracle, write the report. Returns it. ``cfg`` and ``finetune_cfg``: a
+    TrainConfig, or options on top of the presets for ``model`` (``train_defaults``)."""
+    audit_cfg = audit_cfg or AuditConfig()
+    audit_cfg.validate()
+    models = finetune(bench, model, cfg=finetune_cfg, progress=progress, log=log)
+    cfg = train_config("unlearn", models["target"], cfg)
+    unlearned = unlearn(models["target"], bench, method, hparams, cfg, out_dir, progress=progress, log=log)
+    results = {name: audit(models[name], bench, audit_cfg, progress=progress, log=log) for name in ("target", "oracle")}
+    results["unlearned"] = audit(unlearned, bench, audit_cfg, use_cache=False, progress=progress, log=log)
+    config = {**(config or {}), "method": method, "hparams": hparams or {}, "train": dataclasses.asdict(cfg),
+              "target": str(models["target"]), "oracle": str(models["oracle"])}
+    with run_folder(out_dir):
+        return audit_report(results, "oracle", "unlearned", config, out_dir, log=log)
+
+
 def _audit_inputs(bench: Benchmark, cfg: AuditConfig | None, out_dir, model, oracle, target):
     """What an audit command checks before any work (settings, output folder, data): the validated config, the models
     by role (target, oracle, model: the order they are audited in) and the inputs the output folder must keep clear."""

@@ -311,6 +311,10 @@ def _text_field(path: Path, i: int, record: dict, keys: tuple[str, ...], require
         raise _located(path, f"record {i}", f"field '{key}' must be text, got {type(value).__name__}")
     if required and not value.strip():
         raise _located(path, f"record {i}", f"field '{key}' is empty")
+    lone = _SURROGATE.search(value)
+    if lone:  # no tokenizer can encode it: refused here, with its place, not deep inside tokenisation
+        raise _located(path, f"record {i}", f"field '{key}' holds a lone surrogate U+{ord(lone.group()):04X} at "
+                                            f"character {lone.start()}: not encodable text (a broken \\u escape?)")
     return value
 
 

@@ -8,30 +8,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from ..config import DEMO_HPARAMS, DEMO_METHOD, DEMO_OUT, TINY_UNLEARN, AuditConfig, TrainConfig
-from ..engine.run_folder import run_folder
-from ..pipeline import audit, audit_report, finetune, load_data, unlearn
+from ..pipeline import finetune_unlearn_audit, load_data
 
 
 def run_demo(out_dir: str | Path = DEMO_OUT, method: str = DEMO_METHOD, hparams: dict | None = None,
              cfg: TrainConfig | dict | None = None, forget_split: str = "forget10",
-             audit_cfg: AuditConfig | None = None,
-             config: dict | None = None, progress: bool = True, log=print) -> dict:
+             audit_cfg: AuditConfig | None = None, config: dict | None = None, progress: bool = True,
+             log=print) -> dict:
     """Run the demo; ``cfg`` (a TrainConfig, or options on top of ``TINY_UNLEARN``) sets the unlearning. Returns the
     report."""
     cfg = cfg if isinstance(cfg, TrainConfig) else TINY_UNLEARN.with_options(cfg)
-    audit_cfg = audit_cfg or AuditConfig()
-    audit_cfg.validate()
     bench = load_data(None, forget_split)
-    models = finetune(bench, "tiny", progress=progress, log=log)
     hparams = {**DEMO_HPARAMS.get(method, {}), **(hparams or {})}
-    unlearned = unlearn(models["target"], bench, method, hparams, cfg, out_dir, progress=progress, log=log)
-    results = {name: audit(models[name], bench, audit_cfg, progress=progress, log=log) for name in ("target", "oracle")}
-    results["unlearned"] = audit(unlearned, bench, audit_cfg, use_cache=False, progress=progress, log=log)
-    config = {"command": "demo", **(config or {}), "method": method, "hparams": hparams,
-              "train": dataclasses.asdict(cfg), "target": str(models["target"]), "oracle": str(models["oracle"])}
-    with run_folder(out_dir):
-        return audit_report(results, "oracle", "unlearned", config, out_dir, log=log)
+    return finetune_unlearn_audit(bench, "tiny", method, hparams, cfg, out_dir, audit_cfg=audit_cfg,
+                                  config={"command": "demo", **(config or {})}, progress=progress, log=log)
