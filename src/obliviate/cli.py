@@ -37,6 +37,8 @@ from .errors import ConfigError, ObliviateError
 
 DEFAULT_DATA = "runs/data/fictional-authors"  # pipeline.DEFAULT_DATA (not imported here: it loads torch)
 TRAIN_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+# how a full or read-only disk reads when a library (safetensors, tokenizers) reports it as its own error
+DISK_REFUSALS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -550,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # a bug in obliviate (or an input no check foresaw): one line, the traceback in a file
         first = (str(e).strip().splitlines() or [""])[0][:300]
+        if any(refusal in first for refusal in DISK_REFUSALS):  # the environment, reported from inside a library
+            print(f"obliviate: error: {' '.join(first.split())} (free space or choose another --out; a run "
+                  f"continues with --resume)", file=sys.stderr)
+            return 2
         print(f"obliviate: internal error: {type(e).__name__}: {first} (traceback in {_crash_log()}; please report "
               f"it)", file=sys.stderr)
         return 1

@@ -322,8 +322,12 @@ def save_model(model, tokenizer, out_dir: str | Path) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    except BaseException:  # a full disk, Ctrl-C: the half-written folder goes, the old model (if any) stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = out.with_name(f".{out.name}.old")
     if old.exists():
         shutil.rmtree(old)
