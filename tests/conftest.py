@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# two threads, or OMP_NUM_THREADS when set: two torch jobs with two threads each on two cores run 5-45x slower, so a
+# suite run beside other work should be given OMP_NUM_THREADS=1 (and this must not override it)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, min(2, os.cpu_count() or 1)))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("OBLIVIATE_SHARED_DATA", REPO.parent / "shared" / "data"))
