@@ -261,3 +261,14 @@ def test_a_full_disk_is_one_line_and_a_failed_run(target_path, small_bench_dir, 
         assert not (out / "model").exists() and not (out / ".model.tmp").exists()  # nothing half-written stays
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_out_inside_the_data_folder_is_allowed(tmp_path, small_bench_dir):
+    """Outputs beside the data (`--data . --out runs/x`) harm nothing; only equal or containing is refused."""
+    from obliviate.engine.run_folder import check_inputs
+
+    check_inputs(small_bench_dir / "runs" / "x", {"--data": small_bench_dir})
+    with pytest.raises(Exception, match="contains the --data"):
+        check_inputs(small_bench_dir.parent, {"--data": small_bench_dir})
+    with pytest.raises(Exception, match="is the --data folder itself"):
+        check_inputs(small_bench_dir, {"--data": small_bench_dir})

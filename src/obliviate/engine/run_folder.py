@@ -3,8 +3,8 @@
 ``check_run_folder(out, inputs)`` checks, before anything is written, that ``out`` can be a run folder, and ``claim``
 makes it one:
 
-* ``out`` may not equal, contain or lie inside an input (``--model``, ``--oracle``, ``--target``, ``--data``): a run
-  there would write over, or clean away, what it reads;
+* ``out`` may not equal or contain an input (``--model``, ``--oracle``, ``--target``, ``--data``), nor lie inside a
+  model folder: a run there would write over, or clean away, what it reads;
 * a folder that exists and is not empty must carry the marker ``.obliviate-run`` (written when obliviate made it), or be
   a run folder of an obliviate from before the marker (``status.json`` and ``config.json`` as obliviate writes them),
   which is then marked; any other folder is refused, so obliviate never deletes or overwrites what it did not write;
@@ -65,7 +65,7 @@ def check_inputs(out: str | Path, inputs: dict[str, object], option: str = "--ou
         if _within(src, target):
             raise ConfigError(f"{out}: {option} contains the {name} ({value}); a run there would write over or clean "
                               f"away its input. Choose another {option}")
-        if src.is_dir() and _within(target, src):
+        if src.is_dir() and _within(target, src) and name != "--data":  # runs/ inside a data folder is fine
             raise ConfigError(f"{out}: {option} lies inside the {name} folder ({value}); keep outputs apart from "
                               f"inputs. Choose another {option}")
 
