@@ -64,16 +64,19 @@ def load_data(data: str | Path | None = None, forget_split: str = "forget10", au
     return bench
 
 
+def _made_by_obliviate(model_dir: str | Path) -> dict:
+    """The obliviate.json that ``finetune`` writes beside a model it made (base model, settings, cache key), or {}."""
+    try:
+        meta = json.loads((Path(model_dir) / "obliviate.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def from_tiny_recipe(model: str | Path) -> bool:
     """Whether ``model`` is obliviate's tiny model ("tiny") or a folder fine-tuned from it (as its obliviate.json
     says)."""
-    if str(model) == "tiny":
-        return True
-    try:
-        meta = json.loads((Path(model) / "obliviate.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("base_model") == "tiny"
+    return str(model) == "tiny" or _made_by_obliviate(model).get("base_model") == "tiny"
 
 
 def train_defaults(stage: str, model: str | Path) -> TrainConfig:
@@ -107,15 +110,6 @@ def _is_complete(model_dir: Path) -> bool:
     return (model_dir / "config.json").exists() and (model_dir / "obliviate.json").exists()
 
 
-def _made_with(model_dir: Path) -> str | None:
-    """The cache key a fine-tuned model's obliviate.json records (what data, model and settings made it)."""
-    try:
-        meta = json.loads((model_dir / "obliviate.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta.get("key") if isinstance(meta, dict) else None
-
-
 def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None = None,
              cfg: TrainConfig | dict | None = None, tiny: TinyConfig | None = None,
              which: tuple[str, ...] = ("target", "oracle"),
@@ -129,9 +123,6 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
     """
     cfg = train_config("finetune", model, cfg)
     if out_dir is not None:
-        from .data.validate import check_output_dir
-
-        check_output_dir(out_dir)
         check_run_folder(out_dir, {"--data": bench.root, "--model": model})
     tiny = tiny or TinyConfig()
     key = cache_key(RECIPE_VERSION, PRETRAIN_REPEAT, bench.fingerprint(), bench.forget_split, model,
@@ -143,7 +134,7 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
         dest = root / name
         out[name] = dest
         if _is_complete(dest):
-            made = _made_with(dest)
+            made = _made_by_obliviate(dest).get("key")  # what data, model and settings made it
             if made != key:
                 raise ConfigError(f"{dest}: a {name} fine-tuned from other data or settings is already there (its "
                                   f"obliviate.json key {made}, this run's {key}); choose another --out")
@@ -188,13 +179,12 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     ``coreset`` (``("mink", 0.1)``: strategy and fraction, see ``engine.coreset``) trains on that subset of the forget
     split, chosen at the starting model; the audit still measures the whole split (the coreset effect).
     """
-    from .data.validate import check_output_dir, check_prompts, model_context
+    from .data.validate import check_prompts, model_context
     from .engine.loop import mark_failed
     from .models.lora import apply_lora, lora_options, merge_lora
 
     out_dir = Path(out_dir)
     cfg = train_config("unlearn", model_dir, cfg)
-    check_output_dir(out_dir)
     inputs = {"--model": model_dir, "--data": bench.root}
     check_run_folder(out_dir, inputs)
     m = make_method(method, **(hparams or {}))
@@ -360,12 +350,11 @@ def unlearn_and_audit(model: str | Path, bench: Benchmark, method: str, hparams:
 
     The target and oracle are audited first (and cached), so a problem with the audit's data shows before training.
     """
-    from .data.validate import check_output_dir, check_perturbed
+    from .data.validate import check_perturbed
 
     cfg = train_config("unlearn", model, cfg)
     audit_cfg = audit_cfg or AuditConfig()
     audit_cfg.validate()
-    check_output_dir(out_dir)
     inputs = {"--model": model, "--oracle": oracle, "--data": bench.root}
     check_run_folder(out_dir, inputs)
     load = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
@@ -408,11 +397,10 @@ def finetune_unlearn_audit(bench: Benchmark, model: str, method: str, hparams: d
 def _audit_inputs(bench: Benchmark, cfg: AuditConfig | None, out_dir, model, oracle, target):
     """What an audit command checks before any work (settings, output folder, data): the validated config, the models
     by role (target, oracle, model: the order they are audited in) and the inputs the output folder must keep clear."""
-    from .data.validate import check_output_dir, check_perturbed
+    from .data.validate import check_perturbed
 
     cfg = cfg or AuditConfig()
     cfg.validate()
-    check_output_dir(out_dir)
     roles = {role: path for role, path in (("target", target), ("oracle", oracle), ("model", model)) if path}
     inputs = {**{f"--{role}": path for role, path in roles.items()}, "--data": bench.root}
     check_run_folder(out_dir, inputs)

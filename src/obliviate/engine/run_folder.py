@@ -71,11 +71,13 @@ def check_inputs(out: str | Path, inputs: dict[str, object], option: str = "--ou
 
 
 def check_run_folder(out: str | Path, inputs: dict[str, object] | None = None, option: str = "--out") -> None:
-    """Whether ``out`` can be obliviate's run folder (see the module's docstring); writes nothing."""
+    """Whether ``out`` can be obliviate's run folder: writable (``data.validate.check_output_dir``) and as the module's
+    docstring says; leaves nothing behind."""
+    from ..data.validate import check_output_dir
+
     out = Path(out)
+    check_output_dir(out, option)  # a folder, or creatable as one, that this process can write in
     check_inputs(out, inputs or {}, option)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: {option} is a file, not a folder")
     if out.is_dir() and not (out / MARKER).exists():
         entries = [p.name for p in out.iterdir() if p.name != LOCK]
         if entries and not _legacy_run(out):

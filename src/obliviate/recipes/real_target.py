@@ -1,4 +1,5 @@
-"""Recipes on a real pretrained model: unlearn a real-world target (the RWKU setting) and TOFU on SmolLM2.
+"""A recipe on a real pretrained model: unlearn a real-world target (the RWKU setting). TOFU on a pretrained model is
+``tofu_pretrained.py``.
 
 Real-world target (``obliviate demo --real``), top to bottom:
 
@@ -16,10 +17,6 @@ Real-world target (``obliviate demo --real``), top to bottom:
 
 The before-audit and the corpora depend only on the starting model, the probes and the settings: they are cached, so a
 second run goes straight to unlearning.
-
-TOFU on SmolLM2: ``tofu_subset`` keeps the forget split's authors plus the first N retain authors, so
-``obliviate finetune --model smollm2-135m --data ../shared/data/tofu --forget-split forget01 --authors 12`` fine-tunes
-the target and the oracle on a CPU-sized TOFU; without ``--authors`` the same command uses all 200 authors (a GPU job).
 """
 
 from __future__ import annotations
