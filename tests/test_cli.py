@@ -120,9 +120,19 @@ def test_audit_runs_on_a_tofu_split_with_a_tiny_model(tmp_path):
     save_model(model, tok, tmp_path / "tiny")
     out = tmp_path / "audit"
     assert main(["audit", "--model", str(tmp_path / "tiny"), "--data", str(TOFU), "--forget-split", "forget01",
-                 "--out", str(out), "--max-new-tokens", "4", "--max-length", "512", "--quiet"]) == 0
+                 "--out", str(out), "--max-new-tokens", "4", "--max-length", "512", "--quiet",
+                 "--protocol", "open-unlearning", "--prompt-format", "plain", "--system-prompt", "Be brief."]) == 0
     report = json.loads((out / "report.json").read_text())
     m = report["metrics"]
+    assert report["protocol"] == "open-unlearning"
+    assert report["prompt_format"]["example_prompt"] == "Be brief.\n\nQuestion: {question}\nAnswer:"
+    assert report["per_item"]["forget"][0]["prompt"].startswith("Be brief.\n\nQuestion: ")
+    # open-unlearning's own files beside report.json, its per-item truth ratios equal to report.json's
+    peer = json.loads((out / "TOFU_EVAL.json").read_text())
+    assert [v["score"] for v in peer["forget_truth_ratio"]["value_by_index"].values()] == [
+        r["truth_ratio"] for r in report["per_item"]["forget"]]
+    summary = json.loads((out / "TOFU_SUMMARY.json").read_text())
+    assert summary["forget_Q_A_Prob"] == m["forget_Q_A_Prob"] and summary["model_utility"] == m["model_utility"]
     for key in ("forget_Q_A_Prob", "forget_truth_ratio", "model_utility", "mia_min_k", "extraction_strength",
                 "ra_Q_A_Prob_normalised", "wf_truth_ratio"):
         assert key in m and m[key] == m[key], key

@@ -14,6 +14,7 @@ or more, to at least ``resurface_min``) or whose answer probability at least dou
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 
@@ -71,8 +72,7 @@ def quantized_forget_audit(model, tokenizer, bench, bits: tuple[int, ...] = (8, 
     from .suite import audit_model
 
     cfg = cfg or AuditConfig()
-    acfg = AuditConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, generate=cfg.generate,
-                       mink_k=cfg.mink_k, max_length=cfg.max_length, splits=["forget", "holdout"])
+    acfg = dataclasses.replace(cfg, splits=["forget", "holdout"])  # the same settings, protocol and prompt format
     out = {}
     for b in bits:
         qnet = quantize_model(model, b, embeddings)

@@ -147,6 +147,11 @@ def _read_text(path: Path) -> str:
         raise _out_of_memory(path) from None
 
 
+def read_text_file(path: str | Path) -> str:
+    """A data file's UTF-8 text, with the checks every data file gets (a regular file, within the size limit)."""
+    return _read_text(Path(path))
+
+
 def _lines(text: str) -> list[str]:
     """Lines as a text file has them: split at LF, CR LF or CR only (``str.splitlines`` also splits at U+2028, U+0085,
     form feed, ..., which may stand inside a JSON string or a line of text)."""

@@ -2,15 +2,15 @@
 
     L = gamma * (-NLL_mean(forget)) + alpha * L_retain
 
-L_retain is ``nll`` (token-mean NLL of the retain batch) or ``kl`` (KL(p_ref || p_theta) over retain answer tokens, to
-the frozen starting model). Liu et al. 2022, "Continual Learning and Private Unlearning"; defaults from open-unlearning.
+L_retain is ``nll`` (token-mean NLL of the retain batch), ``kl`` (KL(p_ref || p_theta) over retain answer tokens, to
+the frozen starting model) or ``kl_batchmean`` (open-unlearning's KL: every position, divided by batch x length). Liu et al. 2022, "Continual Learning and Private Unlearning"; defaults from open-unlearning.
 """
 
 from dataclasses import dataclass
 
 from ..logprobs import forward_logits, nll_mean
 from .base import Method, register
-from .losses import RETAIN_LOSSES, retain_loss
+from .losses import KL_RETAIN_LOSSES, RETAIN_LOSSES, retain_loss
 
 
 @register("GradDiff")
@@ -25,7 +25,7 @@ class GradDiff(Method):
     choices = {"retain_loss": RETAIN_LOSSES}
 
     def needs_reference(self):
-        return "model" if self.retain_loss == "kl" else "none"
+        return "model" if self.retain_loss in KL_RETAIN_LOSSES else "none"
 
     def loss(self, model, batch, ref):
         forget_nll = nll_mean(forward_logits(model, batch["forget"]), batch["forget"]["labels"])

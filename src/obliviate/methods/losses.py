@@ -36,8 +36,20 @@ def simnpo_loss(logp_theta: torch.Tensor, n_tokens: torch.Tensor, beta: float, d
     return -(2.0 / beta) * F.logsigmoid(beta * (nll_per_token - delta)).mean()
 
 
-def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """KL(p_ref || p_theta) per target position, averaged over target positions only (no prompt, no padding)."""
+def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor,
+                    reduction: str = "answer") -> torch.Tensor:
+    """KL(p_ref || p_theta) of the next-token distributions.
+
+    ``reduction="answer"`` (obliviate's ``kl``): averaged over the positions that predict an answer token (no prompt,
+    no padding). ``"batchmean"`` (open-unlearning's KL, obliviate's ``kl_batchmean``): summed over every position of
+    the padded batch, prompt, padding and the last included, and divided by batch x length, as
+    ``F.kl_div(..., reduction="batchmean")`` on the flattened logits; with prompts and padding counted it is smaller
+    per unit of weight (2-3x on TOFU), so the peer's alpha does not transfer to ``kl``.
+    """
+    if reduction == "batchmean":
+        logp = F.log_softmax(logits.float(), -1)
+        ref_logp = F.log_softmax(ref_logits.float(), -1)
+        return (ref_logp.exp() * (ref_logp - logp)).sum() / (logits.shape[0] * logits.shape[1])
     lg, _, mask = shift(logits, labels)
     ref_lg = ref_logits[:, :-1]
     logp = F.log_softmax(lg.float(), -1)[mask]
@@ -48,18 +60,22 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torc
 
 
 def retain_loss(kind: str, model, retain: dict, ref) -> torch.Tensor:
-    """The retain term every method can use: ``nll`` (token-mean), ``kl`` (to the frozen reference) or ``none``."""
+    """The retain term every method can use: ``nll`` (token-mean), ``kl`` (to the frozen reference, averaged over
+    answer positions), ``kl_batchmean`` (open-unlearning's KL: every position, divided by batch x length) or
+    ``none``."""
     if kind == "none":
         return torch.zeros((), device=retain["input_ids"].device)
     logits = forward_logits(model, retain)
     if kind == "nll":
         return nll_mean(logits, retain["labels"])
-    if kind == "kl":
-        return kl_to_reference(logits, ref.logits(retain), retain["labels"])
+    if kind in ("kl", "kl_batchmean"):
+        return kl_to_reference(logits, ref.logits(retain), retain["labels"],
+                               "batchmean" if kind == "kl_batchmean" else "answer")
     raise ValueError(f"unknown retain loss {kind!r}")
 
 
-RETAIN_LOSSES = ("nll", "kl", "none")
+RETAIN_LOSSES = ("nll", "kl", "kl_batchmean", "none")
+KL_RETAIN_LOSSES = ("kl", "kl_batchmean")  # the ones that need the frozen starting model
 
 
 # --- forget losses of the established methods (each a plain function of tensors) --------------------------------------
@@ -91,15 +107,22 @@ def soft_target_ce(logits: torch.Tensor, labels: torch.Tensor, target_logits: to
     return -(q * F.log_softmax(lg[mask].float(), -1)).sum(-1).mean()
 
 
-def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
-    """UNDIAL: CE(p_theta, softmax(z_ref - beta * onehot(y_t))) averaged over answer positions only.
+def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float,
+                reduction: str = "answer") -> torch.Tensor:
+    """UNDIAL: CE(p_theta, softmax(z_ref - beta * onehot(y_t))).
 
-    Unlike the anchor, prompt and padding positions are neither penalised nor counted, and label -100 never indexes.
+    ``reduction="answer"``: averaged over answer positions only; prompt and padding positions are neither penalised
+    nor counted. ``"all"`` (open-unlearning's): averaged over every position of the padded batch, those positions
+    distilled from the undampened teacher (the peer also dampens vocabulary id V-100 there, where label -100 wraps
+    around; that bug is not reproduced).
     """
     _, lb, mask = shift(logits, labels)
     target = ref_logits.detach().float().clone()
     dampen = torch.zeros_like(target[:, :-1]).scatter_(-1, lb.clamp(min=0).unsqueeze(-1), beta)
     target[:, :-1] -= dampen * mask.unsqueeze(-1)
+    if reduction == "all":
+        lg, tg = logits[:, :-1].float(), target[:, :-1]
+        return -(F.softmax(tg, -1) * F.log_softmax(lg, -1)).sum(-1).mean()
     return soft_target_ce(logits, labels, target)
 
 

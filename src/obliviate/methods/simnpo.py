@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..logprobs import forward_logits, sequence_logprob
 from .base import Method, register
-from .losses import RETAIN_LOSSES, retain_loss, simnpo_loss
+from .losses import KL_RETAIN_LOSSES, RETAIN_LOSSES, retain_loss, simnpo_loss
 
 
 @register("SimNPO")
@@ -28,7 +28,7 @@ class SimNPO(Method):
     choices = {"retain_loss": RETAIN_LOSSES}
 
     def needs_reference(self):
-        return "model" if self.retain_loss == "kl" else "none"
+        return "model" if self.retain_loss in KL_RETAIN_LOSSES else "none"
 
     def loss(self, model, batch, ref):
         f = batch["forget"]

@@ -24,7 +24,7 @@ import torch
 from ..data.collate import item_batches
 from ..logprobs import IGNORE, forward_logits, nll_mean
 from .base import Method, register
-from .losses import RETAIN_LOSSES, retain_loss, whp_generic_logits, whp_loss
+from .losses import KL_RETAIN_LOSSES, RETAIN_LOSSES, retain_loss, whp_generic_logits, whp_loss
 from .shared import finetune_copy
 
 
@@ -41,6 +41,7 @@ class WHP(Method):
     retain_loss: str = "nll"
     seed: int = 0
 
+    needs_qa = "question-answer items (its reinforced copy trains on them)"
     bounds = {"alpha": (0, None), "reinforce_steps": (0, None), "reinforce_lr": (0, None),
               "reinforce_batch_size": (1, None), "gamma": (0, None), "retain_weight": (0, None)}
     choices = {"target": ("argmax", "soft"), "retain_loss": RETAIN_LOSSES}
@@ -50,7 +51,8 @@ class WHP(Method):
         return self.retain_weight > 0 and self.retain_loss != "none"
 
     def needs_reference(self):
-        return "model" if self.target == "soft" or (self.uses_retain and self.retain_loss == "kl") else "none"
+        kl = self.uses_retain and self.retain_loss in KL_RETAIN_LOSSES
+        return "model" if self.target == "soft" or kl else "none"
 
     def setup(self, model, tokenizer, data):
         reinforced = finetune_copy(model, tokenizer, data["forget"], self.reinforce_steps, self.reinforce_lr,

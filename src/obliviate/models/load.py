@@ -312,6 +312,23 @@ def load_model(spec: str | Path, dtype: str | torch.dtype | None = "auto", devic
     return model, tokenizer
 
 
+# tokenizer classes transformers 5 writes that transformers 4.x cannot import ("Tokenizer class TokenizersBackend does
+# not exist"); both versions load a tokenizer.json through PreTrainedTokenizerFast
+_V5_ONLY_TOKENIZER_CLASSES = {"TokenizersBackend"}
+
+
+def _portable_tokenizer_config(path: Path) -> None:
+    """Name a tokenizer class that transformers 4.4x and 5.x both know in a saved ``tokenizer_config.json``."""
+    import json
+
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") in _V5_ONLY_TOKENIZER_CLASSES and (path.parent / "tokenizer.json").is_file():
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def save_model(model, tokenizer, out_dir: str | Path) -> Path:
     """Save weights as safetensors plus the tokenizer; written to a temporary folder and renamed into place."""
     import os
@@ -325,6 +342,7 @@ def save_model(model, tokenizer, out_dir: str | Path) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        _portable_tokenizer_config(tmp / "tokenizer_config.json")
     except BaseException:  # a full disk, Ctrl-C: the half-written folder goes, the old model (if any) stays
         shutil.rmtree(tmp, ignore_errors=True)
         raise

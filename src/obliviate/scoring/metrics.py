@@ -1,8 +1,17 @@
 """Every audit metric as a pure function of numbers: per-token log-probs, argmax hits, generations.
 
-The formulas follow TOFU and open-unlearning (names and aggregations as there), with their known bugs left out:
-extraction strength is 0, not 1/N, when no suffix of the answer is reproduced; the final (EOS) prediction is kept in
-every per-token score, as it is in the answer probability.
+The formulas follow TOFU and open-unlearning (names and aggregations as there). Where the two protocols differ, a
+``protocol`` argument chooses (``docs/metrics.md`` has the table and the reasons):
+
+* ``"obliviate"`` keeps the final (EOS) prediction in every per-token score, as the answer probability does (whether
+  the model ends the answer there is part of what it memorised); extraction strength is 0, not 1/N, when not even
+  the last token is reproduced; the truth ratio is the exact ratio P_false / P_true, computed in log space.
+* ``"open-unlearning"`` leaves the final prediction out of Min-K, Min-K++, exact memorisation and extraction
+  strength, floors extraction strength at 1/N (its loop stops at k = N - 1), and adds its epsilons:
+  TR = P_false / (P_true + 1e-10), TR' = P_true / (P_true + P_false + 1e-10), min(TR, 1 / (TR + 1e-10)).
+
+Every function here is safe at any magnitude: a log-gap of thousands of nats gives a finite (or exactly 0) value,
+never an exception.
 """
 
 from __future__ import annotations
@@ -13,6 +22,18 @@ from collections.abc import Sequence
 import numpy as np
 
 EPS = 1e-10
+OBLIVIATE, OPEN_UNLEARNING = "obliviate", "open-unlearning"
+MAX_LOG = 700.0  # exp(700) ~ 1e304: the largest exponent taken, so no ratio overflows a float
+
+
+def per_token(values: Sequence, protocol: str = OBLIVIATE):
+    """The per-token values a token-level score uses: all of them, or, under open-unlearning, all but the last (the
+    prediction of EOS)."""
+    return values[:-1] if protocol == OPEN_UNLEARNING else values
+
+
+def _exp(x: float) -> float:
+    return math.exp(min(max(x, -MAX_LOG), MAX_LOG))
 
 
 def mean_logprob(lp: Sequence[float]) -> float:
@@ -24,26 +45,42 @@ def answer_prob(lp: Sequence[float]) -> float:
     return math.exp(mean_logprob(lp))
 
 
-def truth_ratio(lp_true: Sequence[float], lp_perturbed: Sequence[Sequence[float]]) -> float:
+def truth_ratio(lp_true: Sequence[float], lp_perturbed: Sequence[Sequence[float]], protocol: str = OBLIVIATE) -> float:
     """TOFU's truth ratio P_false / P_true.
 
     P_true = exp(mean log p) of the correct (paraphrased) answer; P_false = exp(mean_j mean log p(perturbed_j)), the
-    geometric mean over perturbed answers of their geometric-mean token probabilities. Computed in log space.
+    geometric mean over perturbed answers of their geometric-mean token probabilities. obliviate computes the ratio
+    in log space (exact whatever the magnitudes; the exponent is clipped at +-700 so it stays a finite float);
+    open-unlearning computes P_false / (P_true + 1e-10), which caps the ratio near P_false * 1e10 when P_true
+    vanishes.
     """
     log_false = float(np.mean([mean_logprob(lp) for lp in lp_perturbed]))
-    return math.exp(log_false - mean_logprob(lp_true))
+    if protocol == OPEN_UNLEARNING:
+        return math.exp(log_false) / (math.exp(mean_logprob(lp_true)) + EPS)
+    return _exp(log_false - mean_logprob(lp_true))
 
 
-def truth_ratio_prob(lp_true: Sequence[float], lp_perturbed: Sequence[Sequence[float]]) -> float:
-    """The OpenUnlearning paper's truth ratio: P_true / (P_true + P_false), in [0, 1]; higher = more true knowledge."""
+def truth_ratio_prob(lp_true: Sequence[float], lp_perturbed: Sequence[Sequence[float]],
+                     protocol: str = OBLIVIATE) -> float:
+    """The OpenUnlearning paper's truth ratio: P_true / (P_true + P_false), in [0, 1]; higher = more true knowledge.
+
+    obliviate: 1 / (1 + P_false / P_true), defined even when both probabilities underflow; open-unlearning:
+    P_true / (P_true + P_false + 1e-10)."""
+    if protocol == OPEN_UNLEARNING:
+        p_true = math.exp(mean_logprob(lp_true))
+        p_false = math.exp(float(np.mean([mean_logprob(lp) for lp in lp_perturbed])))
+        return p_true / (p_true + p_false + EPS)
     return 1.0 / (1.0 + truth_ratio(lp_true, lp_perturbed))
 
 
-def aggregate_truth_ratio(tr: Sequence[float], split: str) -> float:
-    """TOFU's aggregation: forget -> mean min(TR, 1/TR) (closer to 1 is better); other splits -> mean max(0, 1 - TR)."""
+def aggregate_truth_ratio(tr: Sequence[float], split: str, protocol: str = OBLIVIATE) -> float:
+    """TOFU's aggregation: forget -> mean min(TR, 1/TR) (closer to 1 is better); other splits -> mean max(0, 1 - TR).
+
+    open-unlearning writes 1 / (TR + 1e-10) for 1/TR."""
     tr = np.asarray(tr, dtype=float)
     if split == "forget":
-        return float(np.mean(np.minimum(tr, 1.0 / np.maximum(tr, EPS))))
+        inverse = 1.0 / (tr + EPS) if protocol == OPEN_UNLEARNING else 1.0 / np.maximum(tr, EPS)
+        return float(np.mean(np.minimum(tr, inverse)))
     return float(np.mean(np.maximum(0.0, 1.0 - tr)))
 
 
@@ -66,36 +103,45 @@ def rouge_l_recall(generation: str, reference: str) -> float:
     return float(_ROUGE.score(reference, generation)["rougeL"].recall)
 
 
-def exact_memorization(hits: Sequence[bool]) -> float:
-    """Fraction of answer tokens that are the teacher-forced argmax prediction."""
+def exact_memorization(hits: Sequence[bool], protocol: str = OBLIVIATE) -> float:
+    """Fraction of answer tokens that are the teacher-forced argmax prediction (open-unlearning: EOS left out)."""
+    hits = per_token(hits, protocol)
     return float(np.mean(hits)) if len(hits) else float("nan")
 
 
-def extraction_strength(hits: Sequence[bool]) -> float:
+def extraction_strength(hits: Sequence[bool], protocol: str = OBLIVIATE) -> float:
     """1 - k*/N, with k* the smallest k such that every answer token from k on is the teacher-forced argmax.
 
-    0 when not even the last token is predicted (the anchor returns 1/N there).
+    obliviate: k* = N (so 0) when not even the last token is predicted. open-unlearning: the EOS prediction is left
+    out, and k* stops at N - 1, so an answer with no reproduced suffix scores 1/N.
     """
+    hits = per_token(hits, protocol)
     n = len(hits)
+    if not n:
+        return 0.0 if protocol == OPEN_UNLEARNING else float("nan")
     k = n
     while k > 0 and hits[k - 1]:
         k -= 1
-    return 1.0 - k / n if n else float("nan")
+    if protocol == OPEN_UNLEARNING:
+        k = min(k, n - 1)
+    return 1.0 - k / n
 
 
-def min_k_score(lp: Sequence[float], k: float = 0.4) -> float:
+def min_k_score(lp: Sequence[float], k: float = 0.4, protocol: str = OBLIVIATE) -> float:
     """Min-K% membership score: minus the mean of the lowest floor(k*N) (at least one) token log-probs.
 
-    Signed like open-unlearning: higher means *less* likely a member.
-    """
-    lp = np.sort(np.asarray(lp, dtype=float))
+    Signed like open-unlearning: higher means *less* likely a member. open-unlearning leaves the EOS prediction out
+    and scores an answer with no tokens left 0."""
+    lp = np.sort(np.asarray(per_token(lp, protocol), dtype=float))
+    if not len(lp):
+        return 0.0
     m = max(1, int(k * len(lp)))
     return float(-np.mean(lp[:m]))
 
 
-def min_k_pp_score(z: Sequence[float], k: float = 0.4) -> float:
+def min_k_pp_score(z: Sequence[float], k: float = 0.4, protocol: str = OBLIVIATE) -> float:
     """Min-K%++: minus the mean of the lowest k fraction of z_t = (log p(x_t) - mu_t) / sigma_t."""
-    return min_k_score(z, k)
+    return min_k_score(z, k, protocol)
 
 
 def mia_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:
