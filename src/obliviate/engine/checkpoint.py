@@ -7,8 +7,12 @@
   parameter groups as JSON;
 * ``scheduler.json``: the learning-rate scheduler's state (plain numbers);
 * ``rng.safetensors`` + ``rng.json``: torch's CPU (and CUDA) generator states, Python's and NumPy's;
-* ``trainer_state.json``: the step and the method's own state, written last, so a folder without it is incomplete and
-  ignored.
+* ``trainer_state.json``: the step, the method's own state and the batching it was written with (``batch_size``,
+  ``grad_accum``, ``processes``), written last, so a folder without it is incomplete and ignored.
+
+A checkpoint resumes on another number of processes when the global batch (``batch_size x grad_accum x processes``)
+is the same: the data order is a function of the global micro-batch index (``engine.distributed``), so 2 processes with
+``grad_accum`` 1 continue exactly where 1 process with ``grad_accum`` 2 stopped.
 
 Nothing here is unpickled, and nothing accelerate's ``save_state`` writes (``*.pkl``, ``*.bin``) is read. A checkpoint
 of an older obliviate (written by ``accelerate.save_state``, with pickled scheduler and RNG state) is refused with one
@@ -90,7 +94,8 @@ def _set_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, method_state: dict) -> None:
+def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, method_state: dict,
+                    batching: dict | None = None) -> None:
     """Write a complete checkpoint folder ``out`` (replacing a half-written one a killed run left)."""
     from safetensors.torch import save_model
 
@@ -106,7 +111,25 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, method_st
     _save_tensors(tensors, out / "rng.safetensors")
     write_json(out / "rng.json", meta)
     # written last: a checkpoint without it is incomplete and ignored on resume
-    write_json(out / "trainer_state.json", {"format": FORMAT, "step": step, "method_state": method_state})
+    write_json(out / "trainer_state.json", {"format": FORMAT, "step": step, "method_state": method_state,
+                                            "batching": batching or {}})
+
+
+def check_global_batch(ckpt: Path, batch_size: int, grad_accum: int, processes: int) -> None:
+    """Refuse, with one line, to resume ``ckpt`` with another global batch (its steps would mean other data)."""
+    try:
+        was = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8")).get("batching") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # load_checkpoint reports a damaged checkpoint
+    if not was:
+        return  # written before the batching was recorded: one process
+    old = int(was["batch_size"]) * int(was["grad_accum"]) * int(was["processes"])
+    new = batch_size * grad_accum * processes
+    if old != new:
+        raise ConfigError(f"{ckpt}: written with a global batch of {old} (batch_size {was['batch_size']} x grad_accum "
+                          f"{was['grad_accum']} x {was['processes']} processes), this run has {new} (batch_size "
+                          f"{batch_size} x grad_accum {grad_accum} x {processes} processes); set --grad-accum so the "
+                          f"product matches, or rerun without --resume")
 
 
 def load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict:

@@ -5,6 +5,8 @@ method for a loss, back-propagate with gradient accumulation, clip, step, log on
 ``save_every`` steps write a checkpoint (model, optimizer, scheduler, RNG and method state; safetensors and JSON, no
 pickle: ``checkpoint.py``) that ``resume=True`` picks up.
 Data order is a pure function of (seed, epoch), so nothing about the data loader needs saving.
+On several processes (``accelerate launch``) each takes whole micro-batches of the same seeded schedule
+(``distributed.py``): P processes with ``grad_accum`` A train exactly as one process with ``grad_accum`` A x P.
 """
 
 from __future__ import annotations
@@ -22,14 +24,20 @@ from ..data.collate import PromptFormat, pad_batch
 from ..data.records import QAItem
 from ..errors import DataError, TrainingError
 from ..io import append_jsonl, read_jsonl, write_json, write_text
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_global_batch, load_checkpoint, save_checkpoint
+from .distributed import check_strategy, global_micro, losses_of_all, mean_over_processes, process_shard
 from .pairing import Schedule
 from .reference import Reference
 from .run_folder import claim
 
 
 def _encode_all(fmt: PromptFormat, data: dict[str, list[QAItem]]):
-    return {name: [fmt.encode(it.question, it.answer, where=f"{name} item {i}") for i, it in enumerate(items)]
+    """Every stream's records as encodings: a QA item as prompt + answer, a document or a window of one
+    (``data.documents``) as plain text whose every token is a target."""
+    from ..data.documents import encode_text, is_text_record
+
+    return {name: [encode_text(it, fmt.tok, fmt.max_length) if is_text_record(it)
+                   else fmt.encode(it.question, it.answer, where=f"{name} item {i}") for i, it in enumerate(items)]
             for name, items in data.items()}
 
 
@@ -68,7 +76,10 @@ def train(model, tokenizer, method, data: dict[str, list[QAItem]], cfg: TrainCon
 
 
 def mark_failed(run_dir: Path, error: BaseException) -> None:
-    """Record in status.json that the run stopped on ``error`` (a diverged run keeps its own status)."""
+    """Record in status.json that the run stopped on ``error`` (a diverged run keeps its own status); the main
+    process writes it."""
+    if process_shard()[1] != 0:
+        return
     status_path = run_dir / "status.json"
     try:
         if isinstance(error, TrainingError) and json.loads(status_path.read_text()).get("state") == "diverged":
@@ -95,17 +106,20 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     from tqdm.auto import tqdm
 
     cfg.validate()
-    run_dir = claim(run_dir, option="run folder")  # obliviate's own folder, or refused: a fresh run clears it below
     primary = method.primary
     if not data.get(primary):
         raise DataError(f"the {primary} split is empty: nothing to train on")
     if method.uses_retain and not data.get("retain"):
         raise DataError(f"method {method.name} needs a retain split, and it is empty")
-    if not resume:  # a fresh run: nothing of an earlier run in this folder may be resumed or reused
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        (run_dir / "reference_cache.safetensors").unlink(missing_ok=True)
-
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
+    check_strategy(method, accelerator, lora=hasattr(model, "peft_config"))
+    run_dir = Path(run_dir)
+    if accelerator.is_main_process:  # one process owns the folder; the others wait until it is ready
+        claim(run_dir, option="run folder")  # obliviate's own folder, or refused: a fresh run clears it below
+        if not resume:  # a fresh run: nothing of an earlier run in this folder may be resumed or reused
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            (run_dir / "reference_cache.safetensors").unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     model.to(accelerator.device)
     data = method.setup(model, tokenizer, dict(data))
@@ -129,13 +143,14 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     retained = data.get("retain") or []
     schedule = Schedule(cfg.pairing, n, len(retained), cfg.seed, [it.entity for it in data[primary]],
                         [it.entity for it in retained])
-    per_epoch = -(-schedule.epoch_length // (cfg.batch_size * world))
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+    per_epoch = -(-schedule.epoch_length // cfg.batch_size)  # micro-batches per epoch, whatever the process count
+    per_step = cfg.grad_accum * world  # micro-batches per optimizer step (engine.distributed)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / per_step))
 
     ref_mode = method.needs_reference()
     ref = Reference(ref_mode, model, enc, pad_id, batch_size=max(cfg.batch_size, 16),
                     cache_file=run_dir / "reference_cache.safetensors" if ref_mode != "none" else None,
-                    streams=method.reference_streams)
+                    streams=method.reference_streams, shard=(world, rank))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -146,6 +161,7 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     metrics_path = run_dir / "metrics.jsonl"
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
+        check_global_batch(ckpt, cfg.batch_size, cfg.grad_accum, world)
         state = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
         step = state["step"]
         method.load_state_dict(state.get("method_state", {}))
@@ -164,14 +180,14 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
         b["index"] = torch.as_tensor(idx, dtype=torch.long)
         return {k: v.to(accelerator.device) for k, v in b.items()}
 
-    bar = tqdm(total=total_steps, initial=step, desc=f"{method.name}", disable=not (progress and accelerator.is_main_process),
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, desc=f"{method.name}",
+               disable=not (progress and accelerator.is_main_process), unit="step", dynamic_ncols=True)
     t0 = time.time()
     while step < total_steps:
         logs_acc: dict[str, float] = {}
         for k in range(cfg.grad_accum):
-            micro = step * cfg.grad_accum + k
-            _, idx, retain_idx = schedule.micro_batch(micro, cfg.batch_size, world, rank)
+            micro = global_micro(step, k, cfg.grad_accum, world, rank)
+            _, idx, retain_idx = schedule.micro_batch(micro, cfg.batch_size)
             batch = {}
             for name in enc:
                 if name == "retain":
@@ -181,9 +197,12 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
             with accelerator.accumulate(model):
                 loss, logs = method.loss(model, batch, ref)
                 value = loss.item()
-                if not math.isfinite(value) or abs(value) > cfg.loss_bound:
+                bad = [v for v in losses_of_all(value, world, rank) if not math.isfinite(v) or abs(v) > cfg.loss_bound]
+                if bad:  # every process sees every process's loss: they stop together
+                    value = bad[0]
                     last = latest_checkpoint(run_dir)
-                    write_json(run_dir / "status.json", {"state": "diverged", "step": step, "loss": str(value)})
+                    if accelerator.is_main_process:
+                        write_json(run_dir / "status.json", {"state": "diverged", "step": step, "loss": str(value)})
                     raise TrainingError(f"step {step + 1}: loss is {value} (bound {cfg.loss_bound}); run stopped, "
                                         f"last good checkpoint: {last or 'none'} (lower --lr, or raise --loss-bound)")
                 accelerator.backward(loss)
@@ -195,7 +214,8 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
                 logs_acc[key] = logs_acc.get(key, 0.0) + v / cfg.grad_accum
         scheduler.step()
         step += 1
-        record = {"step": step, "epoch": round(step * cfg.grad_accum / per_epoch, 4), "lr": scheduler.get_last_lr()[0],
+        logs_acc = mean_over_processes(logs_acc, world)
+        record = {"step": step, "epoch": round(step * per_step / per_epoch, 4), "lr": scheduler.get_last_lr()[0],
                   **{k: round(v, 6) for k, v in logs_acc.items()}, **method.state_dict(),
                   "elapsed_s": round(time.time() - t0, 3)}
         if accelerator.is_main_process:
@@ -203,7 +223,8 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
             bar.set_postfix(loss=f"{logs_acc['loss']:.4f}")
             bar.update(1)
         if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-            _save_checkpoint(accelerator, model, optimizer, scheduler, run_dir, step, method, keep_checkpoints)
+            _save_checkpoint(accelerator, model, optimizer, scheduler, run_dir, step, method, keep_checkpoints,
+                             {"batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "processes": world})
     bar.close()
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
@@ -211,11 +232,13 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     return model
 
 
-def _save_checkpoint(accelerator, model, optimizer, scheduler, run_dir: Path, step: int, method, keep: int) -> None:
+def _save_checkpoint(accelerator, model, optimizer, scheduler, run_dir: Path, step: int, method, keep: int,
+                     batching: dict) -> None:
+    """The main process writes the checkpoint (under DDP every process holds the same weights and optimizer state)."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_checkpoint(run_dir / "checkpoints" / f"step-{step}", accelerator.unwrap_model(model), optimizer,
-                        scheduler, step, method.state_dict())
+                        scheduler, step, method.state_dict(), batching)
         for old in _checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -4,6 +4,11 @@ NPO and its kin need log pi_ref(y|x) for every forget item at every step. The fo
 frozen, so those numbers are computed once, before the first step, with the model as it is then (no copy needed), and
 looked up by item index afterwards. Only methods that need full reference distributions on changing batches (the KL
 retain loss) keep a frozen copy of the model.
+
+On several processes the log-probs are computed once over all of them: process r scores batches r, r + P, ... (the
+same batches, padding included, as one process would), the shares are summed over the processes so every process holds
+the whole table, and only the main process writes the cache file. A frozen model (``"model"`` mode) is a full copy on
+every process, taken before the model is wrapped or sharded.
 """
 
 from __future__ import annotations
@@ -15,13 +20,19 @@ import torch
 
 from ..data.collate import Encoded, pad_batch
 from ..logprobs import forward_logits, sequence_logprob
+from ..scoring.passes import sum_over_processes
 
 
 @torch.no_grad()
-def sequence_logprobs_of(model, encs: list[Encoded], pad_id: int, batch_size: int, device) -> torch.Tensor:
-    """Sum of answer-token log-probs for each encoding, in the encodings' order."""
-    out = torch.empty(len(encs), dtype=torch.float32)
-    for start in range(0, len(encs), batch_size):
+def sequence_logprobs_of(model, encs: list[Encoded], pad_id: int, batch_size: int, device,
+                         shard: tuple[int, int] = (1, 0)) -> torch.Tensor:
+    """Sum of answer-token log-probs for each encoding, in the encodings' order.
+
+    ``shard=(P, r)``: this process scores only batches r, r + P, ...; the other entries are 0, for a sum over the
+    processes (``scoring.passes.sum_over_processes``) to complete."""
+    world, rank = shard
+    out = torch.zeros(len(encs), dtype=torch.float32)
+    for start in range(rank * batch_size, len(encs), batch_size * world):
         batch = {k: v.to(device) for k, v in pad_batch(encs[start:start + batch_size], pad_id).items()}
         lp, _ = sequence_logprob(forward_logits(model, batch), batch["labels"])
         out[start:start + batch_size] = lp.float().cpu()
@@ -59,7 +70,8 @@ class Reference:
     """What a method may ask of the frozen starting model: cached sequence log-probs, or live logits."""
 
     def __init__(self, mode: str, model=None, encodings: dict[str, list[Encoded]] | None = None, pad_id: int = 0,
-                 batch_size: int = 16, cache_file: str | Path | None = None, streams: tuple[str, ...] = ("forget",)):
+                 batch_size: int = 16, cache_file: str | Path | None = None, streams: tuple[str, ...] = ("forget",),
+                 shard: tuple[int, int] = (1, 0)):
         self.mode = mode
         self.cache: dict[str, torch.Tensor] = {}
         self.model = None
@@ -68,15 +80,18 @@ class Reference:
         device = next(model.parameters()).device
         key = _data_key(encodings or {}, streams)
         cached = _load_cache(cache_file, key) if cache_file is not None else None
+        world, rank = shard
+        if world > 1 and sum_over_processes(torch.tensor([float(cached is None)])).item() > 0:
+            cached = None  # one process could not read the cache: all compute, or the sums below would hang
         if cached is not None:
             self.cache = cached
         else:
             was_training = model.training
             model.eval()
-            self.cache = {name: sequence_logprobs_of(model, encodings[name], pad_id, batch_size, device)
-                          for name in streams}
+            self.cache = {name: sum_over_processes(sequence_logprobs_of(model, encodings[name], pad_id, batch_size,
+                                                                        device, shard)) for name in streams}
             model.train(was_training)
-            if cache_file is not None:
+            if cache_file is not None and rank == 0:
                 from safetensors.torch import save_file
 
                 from ..io import atomic_path

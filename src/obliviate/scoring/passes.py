@@ -7,6 +7,11 @@ perturbed versions) is scored once, and every likelihood metric is derived from 
   model's own next-token distribution (Min-K%++).
 
 Greedy generations, for ROUGE, are produced once per split in ``generate_answers``.
+
+Run on several processes (``accelerate launch -m obliviate audit ...``), both passes are sharded: process r takes
+batches r, r + P, ... of the same length-sorted batching one process uses (so every number is computed on the same
+padded batch), and the results are gathered, in the items' order, on every process; the audit then computes the same
+report on each, and equals the one-process audit.
 """
 
 from __future__ import annotations
@@ -20,6 +25,27 @@ import torch.nn.functional as F
 from ..data.collate import PromptFormat, pad_batch, pad_prompts_left
 from ..data.records import QAItem
 from ..logprobs import forward_logits, shift
+
+
+def process_shard() -> tuple[int, int]:
+    """(number of processes, this process's rank) of the torch.distributed job this process is in; (1, 0) alone."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def sum_over_processes(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed element-wise over the processes (a CPU tensor back); ``t`` itself when alone.
+
+    Gathering by summing, where every process fills only its own entries and leaves zeros elsewhere, is exact
+    (x + 0 = x) and needs no pickling of Python objects."""
+    world, _ = process_shard()
+    if world == 1:
+        return t
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else "cpu"
+    out = t.to(device).contiguous()
+    torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
+    return out.cpu()
 
 
 @dataclass
@@ -42,7 +68,8 @@ def score_sequences(model, encs, pad_id: int, batch_size: int) -> list[SeqScore]
     device = next(model.parameters()).device
     order = sorted(range(len(encs)), key=lambda i: len(encs[i].input_ids))
     out: list[SeqScore | None] = [None] * len(encs)
-    for start in range(0, len(order), batch_size):
+    world, rank = process_shard()
+    for start in range(rank * batch_size, len(order), batch_size * world):
         chunk = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in pad_batch([encs[i] for i in chunk], pad_id).items()}
         logits, labels, mask = shift(forward_logits(model, batch), batch["labels"])
@@ -56,7 +83,36 @@ def score_sequences(model, encs, pad_id: int, batch_size: int) -> list[SeqScore]
         for row, i in enumerate(chunk):
             m = mask[row]
             out[i] = SeqScore(picked[row][m].cpu().numpy(), hits[row][m].cpu().numpy(), z[row][m].cpu().numpy())
-    return out  # type: ignore[return-value]
+    return _gather_scores(out, encs) if world > 1 else out  # type: ignore[return-value]
+
+
+def _gather_scores(mine: list[SeqScore | None], encs) -> list[SeqScore]:
+    """Every process's share of ``score_sequences`` on every process, in the encodings' order.
+
+    Each sequence's length is known to all (its target tokens), so one flat buffer (log-prob, hit, z per token)
+    summed over the processes, each filling only its own sequences, carries everything."""
+    lengths = [sum(1 for t in e.labels[1:] if t != -100) for e in encs]
+    ends = np.cumsum([0] + lengths)
+    flat = torch.zeros(3, int(ends[-1]), dtype=torch.float32)
+    for i, s in enumerate(mine):
+        if s is not None:
+            flat[:, ends[i]:ends[i + 1]] = torch.from_numpy(np.stack([s.logprobs, s.hits.astype(np.float32),
+                                                                      s.zscores]))
+    flat = sum_over_processes(flat).numpy()
+    return [SeqScore(flat[0, a:b].copy(), flat[1, a:b] > 0.5, flat[2, a:b].copy()) for a, b in zip(ends, ends[1:])]
+
+
+def _gather_texts(mine: list[str | None]) -> list[str]:
+    """Every process's share of a list of strings on every process (UTF-8 bytes in a buffer summed over them)."""
+    data = [t.encode("utf-8") if t is not None else b"" for t in mine]
+    sizes = sum_over_processes(torch.tensor([len(d) for d in data], dtype=torch.int64)).tolist()
+    ends = np.cumsum([0] + sizes)
+    buf = torch.zeros(int(ends[-1]), dtype=torch.int32)  # int32: gloo and nccl sum it; bytes fit
+    for i, d in enumerate(data):
+        if d:
+            buf[ends[i]:ends[i + 1]] = torch.tensor(list(d), dtype=torch.int32)
+    raw = sum_over_processes(buf).to(torch.uint8).numpy().tobytes()
+    return [raw[a:b].decode("utf-8") for a, b in zip(ends, ends[1:])]
 
 
 def score_items(model, fmt: PromptFormat, items: list[QAItem], pad_id: int, batch_size: int = 32,
@@ -93,17 +149,22 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
     device = next(model.parameters()).device
     prompts = [fmt.prompt_ids(q) for q in questions]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out = [""] * len(prompts)
+    out: list[str | None] = [None] * len(prompts)
     seeds = torch.Generator().manual_seed(seed)
-    for start in range(0, len(order), batch_size):
+    world, rank = process_shard()
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        batch_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=seeds)) if sample else 0  # drawn on all ranks
+        if b % world != rank:
+            continue
         chunk = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in pad_prompts_left([prompts[i] for i in chunk], tokenizer.pad_token_id).items()}
+        padded = pad_prompts_left([prompts[i] for i in chunk], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in padded.items()}
         kw = dict(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None)
         if sample:
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=seeds)))
+            torch.manual_seed(batch_seed)
             kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         gen = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=tokenizer.eos_token_id, **kw)
         for row, i in enumerate(chunk):
             out[i] = tokenizer.decode(gen[row, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    return out
+    return _gather_texts(out) if world > 1 else out  # type: ignore[return-value]
