@@ -16,6 +16,8 @@ untouched (this module only reads ``make_fictional_authors``' splits and adds to
   together ("... Also, ..."; which comes first alternates), the answer both answers, and in the record's fields
   ``forget_answer``, ``retain_answer``, ``forget_id``, ``retain_id``, ``order``. An ideal model answers the retain half
   and not the forget half.
+* **Keyword insertion** (BLUR): ``keyword_item`` puts a forget entity's name into a retain question, the answer
+  unchanged; ``audit.blur`` builds these queries from the splits (no file is written).
 
 ``write_overlap_benchmark(dir, SynthConfig(...))`` writes the whole variant in TOFU's layout plus those files.
 """
@@ -62,6 +64,16 @@ def combined_item(f: QAItem, r: QAItem, order: int) -> QAItem:
                   id=f"combined-{f.id}-{r.id}",
                   meta={"forget_answer": f.answer, "retain_answer": r.answer, "forget_id": f.id, "retain_id": r.id,
                         "order": order})
+
+
+def keyword_item(keyword: str, r: QAItem, order: int = 0) -> QAItem:
+    """BLUR's keyword insertion: a forget-set keyword (an entity's name) put into an otherwise retain question, whose
+    answer is the retain answer unchanged; ``order`` 0 puts the keyword in front, 1 behind."""
+    q = r.question.rstrip()
+    text = (f"Leaving {keyword} aside, {q[0].lower()}{q[1:]}" if order == 0 else
+            f"{q.rstrip('?')}, unlike {keyword}?")
+    return QAItem(question=text, answer=r.answer, entity=r.entity, id=f"keyword-{r.id}",
+                  meta={"keyword": keyword, "retain_id": r.id, "order": order})
 
 
 def make_overlap_benchmark(cfg: SynthConfig | None = None,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..audit import compare_to_oracle
+from ..audit.blur import TIERS, blur_for_model, tier_drops
 from ..config import AuditConfig, TrainConfig
 from ..data.benchmark import Benchmark
 from ..errors import ConfigError, ObliviateError
@@ -45,6 +46,7 @@ TINY_PRESETS: dict[str, dict] = {
     "OFMU": {"forget_loss": "ga", "rho": 0.1},
 }
 MARKER = "<!-- bench:end -->"
+BLUR_MAX_ITEMS = 100  # queries per BLUR tier in a bench (answer probabilities only: one pass per tier)
 TABLE_COLUMNS = [("forget_quality", "forget quality ↑"), ("model_utility", "model utility ↑"),
                  ("privleak", "privleak →0"), ("forget_rouge", "forget ROUGE ↓"), ("forget_prob", "forget prob ↓"),
                  ("time_per_step_s", "s/step"), ("unlearn_s", "run s")]
@@ -178,6 +180,8 @@ def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train
             compare_to_oracle(r, refs["oracle"])
         rows = [{"method": name, "reference": True, **_row_metrics(refs[name]["metrics"]), "status": "ok"}
                 for name in ("target", "oracle")]
+        blur_ref = _blur(models["target"], bench, acfg)  # BLUR's overlap tiers: every run's drop from the target's
+        rows[1]["blur"] = tier_drops(blur_ref, _blur(models["oracle"], bench, acfg))
         t_bench = time.time()
         for i, run in enumerate(runs):
             cfg = dataclasses.replace(base, **{**run.train, "seed": run.seed})
@@ -204,6 +208,7 @@ def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train
                 compare_to_oracle(result, refs["oracle"])
                 per_step, steps = _time_per_step(run_dir)
                 row.update(_row_metrics(result["metrics"]))
+                row["blur"] = tier_drops(blur_ref, _blur(run_dir / "model", bench, acfg))
                 row.update({"steps": steps, "time_per_step_s": per_step, "unlearn_s": round(unlearn_s, 2), "status": "ok"})
             except Exception as e:  # one broken run must not end the bench; its row says why
                 why = str(e) if isinstance(e, ObliviateError) else f"{type(e).__name__}: {e}"
@@ -241,6 +246,25 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _blur(model_dir, bench: Benchmark, acfg: AuditConfig) -> dict[str, float]:
+    return blur_for_model(model_dir, bench, acfg.batch_size, acfg.prompt, max_items=BLUR_MAX_ITEMS)
+
+
+def blur_table(rows: list[dict]) -> list[str]:
+    """Lines of the BLUR tier table: each run's drop in answer probability from the target's, per tier."""
+    tiers = [t for t in TIERS if any(t in (r.get("blur") or {}) for r in rows)]
+    if not tiers:
+        return []
+    lines = ["Drop in answer probability from the target's on BLUR's overlap tiers (audit.blur; forget tiers should "
+             "drop to the oracle's drop, the others stay near 0):", "",
+             "| method | " + " | ".join(tiers) + " |", "|---|" + "---:|" * len(tiers)]
+    for r in rows:
+        if r.get("blur"):
+            lines.append(f"| {r['method']} | " + " | ".join(_fmt(r["blur"].get(t, {}).get("drop")) for t in tiers)
+                         + " |")
+    return lines + [""]
+
+
 def results_markdown(rows, bench: Benchmark, cfg: TrainConfig, acfg: AuditConfig, model: str, command: str,
                      seconds: float) -> str:
     n = sum(1 for r in rows if not r.get("reference"))
@@ -256,6 +280,8 @@ def results_markdown(rows, bench: Benchmark, cfg: TrainConfig, acfg: AuditConfig
         "",
         markdown_table(rows),
         "",
+        *(["Drops on BLUR's overlap tiers: `blur.md` (and each row's `blur` in bench.json).", ""]
+          if blur_table(rows) else []),
         "forget quality: KS-test p-value of forget truth ratios against the oracle's (higher is better; the oracle is 1). "
         "model utility: harmonic mean of retain and general-knowledge probability, ROUGE and truth ratio (higher). "
         "privleak: relative Min-K% membership AUC against the oracle's, in % (closer to 0). "
@@ -273,6 +299,9 @@ def _write_outputs(out: Path, rows, bench, cfg, acfg, model, command, markdown, 
                                     "command": command, "seconds": round(seconds, 1), "complete": final, "rows": rows})
     text = results_markdown(rows, bench, cfg, acfg, model, command, seconds)
     write_text(out / "results.md", text)
+    if blur_table(rows):
+        write_text(out / "blur.md", "\n".join([f"# BLUR overlap tiers: {bench.name} ({bench.forget_split})", "",
+                                               *blur_table(rows)]))
     if not final:
         return
     if markdown:
