@@ -126,3 +126,18 @@ def fixed_batch(random_model, small_bench):
     batch = pad_batch(encs, tok.pad_token_id)
     batch["index"] = torch.arange(len(items))
     return batch
+
+
+@pytest.fixture(scope="session")
+def second_oracle(small_bench, tmp_path_factory) -> Path:
+    """An oracle retrained independently of ``trained_models``' (seed 1 for initialisation and data order; same data
+    and settings, about 10 s): the reference a certificate's "the oracle passes" must hold against, since an oracle
+    compared with itself passes every check by construction."""
+    from obliviate.config import TrainConfig
+    from obliviate.models import TinyConfig
+    from obliviate.pipeline import finetune
+
+    out = tmp_path_factory.mktemp("second-oracle")
+    return finetune(small_bench, "tiny", out, TrainConfig(**{**SMALL_FINETUNE, "seed": 1}),
+                    TinyConfig(**{**SMALL_TINY, "seed": 1}), which=("oracle",), progress=False,
+                    log=lambda *a: None)["oracle"]

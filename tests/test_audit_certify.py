@@ -36,8 +36,10 @@ def target_cert(trained_models, small_bench, shared_cache, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def oracle_cert(target_cert, trained_models, small_bench, shared_cache):
-    return certify(trained_models["oracle"], small_bench, oracle=trained_models["oracle"],
+def oracle_cert(target_cert, trained_models, second_oracle, small_bench, shared_cache):
+    """An independently retrained oracle (another seed) audited against the oracle: the perfect unlearner, which an
+    oracle compared with itself would only imitate (every gap 0 by construction)."""
+    return certify(second_oracle, small_bench, oracle=trained_models["oracle"],
                    target=trained_models["target"], cfg=LIGHT, log=_quiet, cache=shared_cache)
 
 
@@ -60,22 +62,32 @@ def _by_name(cert):
     return {c["name"]: c for c in cert["checks"]}
 
 
-def test_target_fails_and_oracle_passes(target_cert, oracle_cert):
+# what the target remembers and an independently retrained oracle does not: the checks of forgotten knowledge
+KNOWLEDGE = {"forget_quality", "forget_prob", "verbmem", "knowmem", "probes_prob", "relearn_forget", "relearn_related",
+             "quantization", "remind"}
+
+
+def test_target_fails_and_an_independent_oracle_passes_the_knowledge_checks(target_cert, oracle_cert):
     target = target_cert[0]["certificate"]
     oracle = oracle_cert["certificate"]
     assert target["verdict"] == "not verified"
     failed = {c["name"] for c in target["checks"] if not c["passed"]}
     # the target remembers, and every family of audit sees it
-    assert {"forget_prob", "forget_quality", "mia_privleak", "mia_tpr", "verbmem", "knowmem", "probes_prob",
-            "relearn_forget", "relearn_related", "quantization", "remind"} <= failed
-    assert oracle["verdict"] == "forgetting verified"
-    assert all(c["passed"] for c in oracle["checks"])
+    assert KNOWLEDGE | {"mia_privleak", "mia_tpr"} <= failed
+    o, t = _by_name(oracle), _by_name(target)
+    # another seed's oracle is a different model: the gaps are not zero (as they are for an oracle against itself) ...
+    assert o["forget_prob"]["value"] != 0 and o["forget_quality"]["value"] < 1.0
+    # ... but it passes every check of forgotten knowledge, and those of utility, fluency and honesty
+    for name in KNOWLEDGE | {"utility", "probes_rouge", "fluency", "honesty_idk", "refusal_consistency"}:
+        assert o[name]["passed"], (name, o[name]["value"], o[name]["reason"])
+    # membership attacks between two oracles on 10 forget / 10 holdout items differ far less than the target's, but
+    # not always within the default |privleak| <= 20 (40 here): that threshold is uncalibrated (docs/calibration.md)
+    assert o["mia_privleak"]["value"] < 0.6 * t["mia_privleak"]["value"]
     ran = {c["name"] for c in oracle["checks"]} | {s["name"] for s in oracle["skipped"]}
     assert ran == set(CHECKS)
     assert [s["name"] for s in oracle["skipped"]] == ["shared_facts"]   # the default benchmark has no shared facts
-    t = _by_name(target)
     assert t["mia_privleak"]["value"] == pytest.approx(100.0)            # AUC 1: privleak -100 against the oracle's
-    assert t["remind"]["value"] > 0.7 and _by_name(oracle)["remind"]["value"] < 0.3
+    assert t["remind"]["value"] > 0.7 and o["remind"]["value"] < 0.3
 
 
 def test_certificate_file_and_costs(target_cert):
@@ -150,14 +162,14 @@ def test_config_file_errors_name_the_file_and_the_key(tmp_path):
             load_certify_config(good)
 
 
-def test_cli_writes_the_certificate_and_exits_by_verdict(trained_models, small_bench_dir, tmp_path):
+def test_cli_writes_the_certificate_and_exits_by_verdict(trained_models, second_oracle, small_bench_dir, tmp_path):
     from obliviate.cli import main
 
     cfg = tmp_path / "certify.yaml"
-    cfg.write_text("checks: [forget_prob, mia_privleak, mia_tpr]\ngradnorm: false\n")
+    cfg.write_text("checks: [forget_prob, forget_quality, utility]\n")
     common = ["--data", str(small_bench_dir), "--oracle", str(trained_models["oracle"]), "--certify-config", str(cfg),
               "--no-generate", "--quiet"]
-    rc = main(["audit", "--model", str(trained_models["oracle"]), "--out", str(tmp_path / "o"), *common])
+    rc = main(["audit", "--model", str(second_oracle), "--out", str(tmp_path / "o"), *common])
     cert = json.loads((tmp_path / "o" / "certificate.json").read_text())
     assert rc == 0 and cert["verdict"] == "forgetting verified" and len(cert["checks"]) == 3
     assert (tmp_path / "o" / "report.json").exists()
@@ -168,7 +180,7 @@ def test_cli_writes_the_certificate_and_exits_by_verdict(trained_models, small_b
                  "--certify-config", str(tmp_path / "missing.yaml"), "--quiet"]) == 2
 
 
-def test_shared_facts_check_runs_on_an_overlap_benchmark(trained_models, tmp_path):
+def test_shared_facts_check_runs_on_an_overlap_benchmark(trained_models, second_oracle, tmp_path):
     from conftest import SMALL_SYNTH
 
     from obliviate.config import AuditConfig
@@ -177,9 +189,11 @@ def test_shared_facts_check_runs_on_an_overlap_benchmark(trained_models, tmp_pat
 
     bench = load_benchmark(write_overlap_benchmark(tmp_path / "o", SynthConfig(**SMALL_SYNTH)), "forget10")
     cfg = dataclasses.replace(LIGHT, checks=["shared_facts", "combined_forget_half", "combined_retain_half"])
-    cert = certify(trained_models["oracle"], bench, oracle=trained_models["oracle"], cfg=cfg, log=_quiet,
+    cert = certify(second_oracle, bench, oracle=trained_models["oracle"], cfg=cfg, log=_quiet,
                    audit_cfg=AuditConfig(generate=False))["certificate"]
     assert not cert["skipped"] and [c["name"] for c in cert["checks"]] == cfg.checks
     shared = _by_name(cert)["shared_facts"]
-    assert shared["passed"] and shared["value"] == 0.0 and shared["details"]["model"]["n"] == 2
+    d = shared["details"]
+    assert shared["value"] == pytest.approx(d["oracle"]["rougeL_recall"] - d["model"]["rougeL_recall"])
+    assert shared["passed"] == (shared["value"] <= CHECKS["shared_facts"].threshold) and d["model"]["n"] == 2
     assert shared["cost"]["forward_passes"] > 0

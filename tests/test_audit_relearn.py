@@ -1,10 +1,12 @@
 """Relearning attack: the split it trains on and the items it audits, recovery rate and steps to recover, and a real
 short fine-tune that leaves the attacked model itself untouched."""
 
+import copy
 import math
 
 import pytest
 import torch
+from conftest import mean_prob
 
 from obliviate.audit.relearn import RelearnConfig, recovery, relearn_curve, split_forget
 from obliviate.data import PromptFormat, QAItem
@@ -65,3 +67,49 @@ def test_relearn_curve_fine_tunes_a_copy(trained_models, small_bench):
     assert curve["before"] == pytest.approx(sum(probs) / len(probs), rel=1e-4)
     assert curve["after"] != curve["before"]                           # the copy did train
     assert len(curve["generations"]) == len(eval_items)
+
+
+def test_measuring_more_often_does_not_change_the_trajectory(load_target, small_bench):
+    """One optimizer trajectory: the held-out probability after s steps is the same whether the run also measured at
+    s/2 (a restart of AdamW at each measuring point, as before, relearns more when it measures more)."""
+    model, tok = load_target()
+    rel, ev = split_forget(small_bench.forget, 0.5)
+    train_items = [small_bench.forget[i] for i in rel]
+    eval_items = [small_bench.forget[i] for i in ev]
+    common = dict(steps=6, lr=3e-3, batch_size=2, max_new_tokens=4)
+    once = relearn_curve(model, tok, train_items, eval_items, RelearnConfig(eval_steps=[6], **common))
+    twice = relearn_curve(model, tok, train_items, eval_items, RelearnConfig(eval_steps=[3, 6], **common))
+    assert once["steps"] == [0, 6] and twice["steps"] == [0, 3, 6]
+    assert twice["prob"][-1] == pytest.approx(once["prob"][-1], rel=1e-6, abs=1e-9)
+    assert once["prob"][-1] != pytest.approx(once["prob"][0], rel=1e-3)    # it did relearn something
+    assert RelearnConfig(steps=10, eval_every=4).points() == [4, 8, 10]
+    with pytest.raises(ConfigError, match="eval_steps"):
+        RelearnConfig(steps=5, eval_steps=[7]).validate()
+
+
+def test_learning_rate_rule_and_oracle_control_under_the_identical_attack(trained_models, small_bench):
+    """The default rate is 1e-3 x sqrt(1e6 / N) over non-adapter parameters (counted here by hand), the same for a
+    LoRA-wrapped copy; the target and the oracle are attacked with the same split, data, steps and rate, so the
+    check's value is the gap between two runs of one attack."""
+    from obliviate.audit.relearn import relearn_attack, relearn_lr
+    from obliviate.models import load_model
+    from obliviate.models.lora import apply_lora
+
+    target, tok = load_model(trained_models["target"], dtype="fp32", device="cpu")
+    oracle, _ = load_model(trained_models["oracle"], dtype="fp32", device="cpu")
+    n = 0
+    for p in target.parameters():
+        n += p.numel()
+    assert relearn_lr(target) == pytest.approx(min(max(1e-3 * (1e6 / n) ** 0.5, 1e-6), 3e-3))
+    assert relearn_lr(apply_lora(copy.deepcopy(target))) == relearn_lr(target)
+    cfg = RelearnConfig(steps=4, eval_every=2, batch_size=2, related=False, max_new_tokens=4)
+    original = [mean_prob(target, tok, [it]) for it in small_bench.forget]
+    on_target = relearn_attack(target, tok, small_bench.forget, cfg, original_probs=original)
+    on_oracle = relearn_attack(oracle, tok, small_bench.forget, cfg, original_probs=original)
+    assert on_target["relearn_items"] == on_oracle["relearn_items"]
+    assert on_target["eval_items"] == on_oracle["eval_items"]
+    t, o = on_target["forget_subset"], on_oracle["forget_subset"]
+    assert t["lr"] == o["lr"] == relearn_lr(target) and t["steps"] == o["steps"] == [0, 2, 4]
+    # the target knew the held-out items, the oracle never saw them: after the same attack the target is still ahead
+    assert t["before"] > o["before"] and t["after"] > o["after"]
+    assert t["recovery_rate"] == pytest.approx((t["after"] - t["before"]) / (on_target["original"] - t["before"]))

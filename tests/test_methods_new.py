@@ -453,6 +453,41 @@ def test_ofmu_exact_inner_loss_is_the_penalised_objective(random_model, fixed_ba
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_ofmu_finite_difference_hvp_uses_one_dropout_mask_under_lora(random_model, fixed_batch, small_bench):
+    """Under LoRA with dropout, the first-order outer update's finite-difference H g_F must be the Hessian-vector
+    product of the loss under one dropout mask (computed here by double backward with that mask replayed); with a fresh
+    mask for the shifted pass the difference of gradients / r is dropout noise, tens of times the true term."""
+    from obliviate.models.lora import LoraOptions, apply_lora
+
+    base, tok = random_model
+    net = copy.deepcopy(base).double()
+    net.set_attn_implementation("eager")
+    model = apply_lora(net, LoraOptions(r=4, alpha=8, dropout=0.05)).train()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():   # B = 0 at the start would make the adapters (and their dropout) invisible
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+    rho = 0.5
+    method = make_method("OFMU", forget_loss="ga", rho=rho, first_order=1, fd_radius=1e-4)
+    method.evaluations = method.inner_steps          # the next evaluation is an outer one
+    r = batch_of(tok, small_bench.retain[:4])
+    torch.manual_seed(11)
+    out, logs = method.loss(model, {"forget": fixed_batch, "retain": r}, None)
+    assert logs["phase_inner"] == 0.0
+    got = grads_of(out, model)
+    names = list(got)
+    params = [p for _, p in model.named_parameters() if p.requires_grad]
+    torch.manual_seed(11)                            # the same masks, drawn in the method's order: forget, retain
+    gs = torch.autograd.grad(token_nll(model, fixed_batch), params, create_graph=True)
+    g_r = torch.autograd.grad(token_nll(model, r), params)
+    hvp = torch.autograd.grad(sum((x * x.detach()).sum() for x in gs), params)
+    hvp_part = torch.cat([(got[n] - gr).reshape(-1) for n, gr in zip(names, g_r)]) / rho
+    want = torch.cat([2 * h.reshape(-1) for h in hvp])
+    assert float(want.norm()) > 0
+    assert float((hvp_part - want).norm() / want.norm()) < 0.02
+
+
 # --- ReGLU -------------------------------------------------------------------------------------------------------------
 
 

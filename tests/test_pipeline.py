@@ -28,11 +28,38 @@ def test_target_remembers_oracle_does_not_and_npo_forgets(demo_run):
     target, oracle, unlearned = report["compare"]["target"], report["compare"]["oracle"], report["metrics"]
     assert target["forget_Q_A_Prob"] >= 0.6
     assert oracle["forget_Q_A_Prob"] < 0.5 * target["forget_Q_A_Prob"]
-    assert oracle["forget_quality"] == pytest.approx(1.0)
     # with 10 forget items the KS p-value cannot go below ~1e-5, so the demo's 100x becomes 10x in miniature
     assert unlearned["forget_quality"] >= 10 * target["forget_quality"]
     assert unlearned["model_utility"] >= 0.8 * target["model_utility"]
-    assert target["privleak"] < -50 and abs(oracle["privleak"]) < 1e-6
+    assert target["privleak"] < -50
+
+
+def _auc_by_pairs(forget, holdout):
+    """P(holdout score > forget score) + 0.5 P(tie): members (forget) labelled 0."""
+    wins = sum(1.0 if h > f else 0.5 if h == f else 0.0 for f in forget for h in holdout)
+    return wins / (len(forget) * len(holdout))
+
+
+def test_an_independent_oracle_against_the_oracle_by_hand(trained_models, second_oracle, small_bench):
+    """Forget quality and privleak of an oracle retrained from another seed, recomputed here from its and the
+    oracle's per-item rows (an oracle compared with itself gets 1 and 0 by definition, which tests nothing)."""
+    from scipy.stats import ks_2samp
+
+    from obliviate.audit import compare_to_oracle
+
+    acfg = AuditConfig(generate=False)
+    ref = audit(trained_models["oracle"], small_bench, acfg, progress=False, log=lambda *a: None)
+    mine = compare_to_oracle(audit(second_oracle, small_bench, acfg, progress=False, log=lambda *a: None), ref)
+    tr = {name: [r["truth_ratio"] for r in res["per_item"]["forget"]] for name, res in (("mine", mine), ("ref", ref))}
+    assert tr["mine"] != tr["ref"]                                      # two different models
+    assert mine["metrics"]["forget_quality"] == pytest.approx(ks_2samp(tr["mine"], tr["ref"]).pvalue)
+    auc = {name: _auc_by_pairs([r["mink_score"] for r in res["per_item"]["forget"]],
+                               [r["mink_score"] for r in res["per_item"]["holdout"]])
+           for name, res in (("mine", mine), ("ref", ref))}
+    want = ((1 - auc["mine"]) - (1 - auc["ref"])) / (1 - auc["ref"]) * 100
+    assert mine["metrics"]["privleak"] == pytest.approx(want, rel=1e-6, abs=1e-6)
+    # neither saw the forget set: the truth ratios come from one distribution
+    assert mine["metrics"]["forget_quality"] > 0.05
 
 
 def test_report_json_is_the_contract(demo_run):

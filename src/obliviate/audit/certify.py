@@ -176,11 +176,12 @@ class _Battery:
     def has(self, role: str) -> bool:
         return role in self.models
 
-    def run(self, audit: str, role: str, fn):
-        """``fn(net, tokenizer)`` once per (audit, model); its cost is counted once per certificate, also when the
-        result comes from the cache of an earlier certificate (the cost of producing the evidence)."""
+    def run(self, audit: str, role: str, fn, depends: tuple = ()):
+        """``fn(net, tokenizer)`` once per (audit, model, ``depends``: keys of other models the result depends on);
+        its cost is counted once per certificate, also when the result comes from the cache of an earlier
+        certificate (the cost of producing the evidence)."""
         net, tok, key = self.models[role]
-        memo_key = (audit, key, self.context)
+        memo_key = (audit, key, self.context, *depends)
         if memo_key not in self.memo:
             with _measure([m for m, _, _ in self.models.values()]) as meter:
                 value = fn(net, tok)
@@ -352,6 +353,28 @@ def _overlap_evidence(r: _Run):
                                                             2 * r.cfg.max_new_tokens))
 
 
+def _fluency_evidence(r: _Run):
+    """Fluency of the base audit's forget generations of the model and of the oracle, both scored by the oracle; the
+    model's per-item values are added to its forget rows (``fluency_*``) for the report's table."""
+    from .fluency import annotate_rows, fluency_report
+
+    questions = [it.question for it in r.bench.forget]
+    onet, otok, okey = r.b.models["oracle"]
+    rows = {role: r.results[role]["per_item"].get("forget") or [] for role in ("model", "oracle")}
+    if not all(rows.values()) or not all("generation" in x for rs in rows.values() for x in rs):
+        return Skip("the base audit has no generations for the forget questions")
+
+    def run(role):
+        gens = [x["generation"] for x in rows[role]]
+        return r.b.run("fluency", role, lambda net, tok: fluency_report(gens, onet, otok, questions, r.cfg.batch_size),
+                       depends=(okey,))   # scored by this oracle: a cache shared across oracles must not mix them
+
+    fm, fo = run("model"), run("oracle")
+    res = r.results["model"]
+    res["per_item"] = {**res["per_item"], "forget": annotate_rows([dict(x) for x in rows["model"]], fm)}
+    return fm, fo
+
+
 # audit -> (what it is, for the progress log; its evidence function). Checks of one audit share one evidence call.
 _EVIDENCE: dict[str, tuple[str, Callable[[_Run], Any]]] = {
     "audit": ("", _base_evidence),   # the base audits, already run and logged
@@ -364,6 +387,7 @@ _EVIDENCE: dict[str, tuple[str, Callable[[_Run], Any]]] = {
     "remind": ("REMIND loss landscape", _remind_evidence),
     "honesty": ("'I don't know' multiple choice, refusals over two turns", _honesty_evidence),
     "overlap": ("shared knowledge and combined queries", _overlap_evidence),
+    "fluency": ("fluency of the forget answers", _fluency_evidence),
 }
 
 

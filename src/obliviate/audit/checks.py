@@ -243,6 +243,16 @@ def _combined(half: str):
     return value
 
 
+def _fluency(ev, r):
+    fm, fo = ev
+    m, o = fm["mean"], fo["mean"]
+    return Value(m["nonword_share"] - o["nonword_share"], f"generations to the forget questions: "
+                  f"{m['nonword_share']:.1%} non-word tokens (oracle {o['nonword_share']:.1%}), the oracle's "
+                  f"perplexity of them {m['ref_ppl']:.3g} (of its own {o['ref_ppl']:.3g}), n-gram entropy "
+                  f"{m['ngram_entropy']:.2f} (oracle {o['ngram_entropy']:.2f}); forgetting by babbling is not "
+                  f"forgetting", {"model": m, "oracle": o})
+
+
 CHECKS: dict[str, Check] = registry(
     Check("forget_quality", "KS-test p-value of the forget truth ratios vs the oracle's", 0.05, "min", "audit",
           value=_forget_quality),
@@ -277,6 +287,8 @@ CHECKS: dict[str, Check] = registry(
           value=_combined("forget")),
     Check("combined_retain_half", "combined queries: oracle's retain-half ROUGE-L minus the model's", 0.1, "max",
           "overlap", value=_combined("retain")),
+    Check("fluency", "share of non-word tokens in the generated forget answers, minus the oracle's", 0.05, "max",
+          "fluency", value=_fluency),
 )
 
 

@@ -18,9 +18,12 @@ of GradDiff). ``first_order=1`` avoids them: the inner direction treats the simi
     d_inner = -(g_F - beta * c * g_r),   c = <g_F, g_r> / ||g_r||^2 (detached),
 which with beta = 1 is PCGrad (the step leaves L_r unchanged to first order), and the outer penalty's gradient
 2 H_F g_F is a finite difference of gradients, (grad F(theta + r g_F/|g_F|) - grad F(theta)) * 2 |g_F| / r with
-r = ``fd_radius``. Either way ``loss`` returns a surrogate whose value is the phase's objective and whose gradient is
-the update (``losses.gradient_surrogate``) where the engine's backward would not give it. The exact mode switches the
-model to eager attention for training (fused attention kernels lack double backward) and back in ``finish``.
+r = ``fd_radius``. Both passes of that difference replay one random state, so under dropout (LoRA's 0.05) they
+use the same masks: with two masks the difference of the two gradients, divided by r = 1e-3, would be dropout noise
+amplified a thousandfold rather than the curvature. Either way ``loss`` returns a surrogate whose value is the
+phase's objective and whose gradient is the update (``losses.gradient_surrogate``) where the engine's backward would
+not give it. The exact mode switches the model to eager attention for training (fused attention kernels lack double
+backward) and back in ``finish``.
 Retain loss L_r: NLL on the retain batch (or KL to the reference). Defaults are ours (the paper's are unknown):
 beta 1, rho 0.01, growth 1, one inner step per outer step, NPO beta 0.1. With the NPO objective, whose gradient
 vanishes once an item is forgotten, the stationarity penalty pulls the outer step towards *more* forgetting: on the
@@ -29,6 +32,7 @@ tiny benchmark rho 0.03 already halves retain probability, so keep rho small wit
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +49,25 @@ def _grads(value, params, create_graph=False):
 
 def _dot(a, b):
     return sum((x * y).sum() for x, y in zip(a, b))
+
+
+def _rng_state(device) -> tuple:
+    """The random state dropout draws from on ``device`` (the CPU's, plus the accelerator's when there is one)."""
+    device = torch.device(device)
+    accel = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return device, torch.get_rng_state(), accel
+
+
+@contextmanager
+def _replayed(state):
+    """Run the block with the random state ``state`` (so dropout draws the same masks as when it was taken), then
+    continue the global random stream as if the block had not run."""
+    device, cpu, accel = state
+    with torch.random.fork_rng(devices=[device] if accel is not None else []):
+        torch.set_rng_state(cpu)
+        if accel is not None:
+            torch.cuda.set_rng_state(accel, device)
+        yield
 
 
 @register("OFMU")
@@ -115,6 +138,7 @@ class OFMU(Method):
         phase, rho = self.phase(), self.rho_now()
         self.evaluations += 1
         exact = not self.first_order
+        rng = _rng_state(f["input_ids"].device)   # the dropout masks of F's pass, replayed for the shifted pass
         F_ = self.forget_objective(model, f, ref)
         lr = retain_loss(self.retain_loss, model, r, ref)
         logs = {"forget_objective": F_.item(), "retain_loss": lr.item(), "phase_inner": float(phase == "inner"),
@@ -148,7 +172,8 @@ class OFMU(Method):
             with torch.no_grad():
                 for p, g in zip(params, g_f):
                     p.add_(g, alpha=self.fd_radius / float(norm))
-            g_shift = _grads(self.forget_objective(model, f, ref), params)
+            with _replayed(rng):
+                g_shift = _grads(self.forget_objective(model, f, ref), params)
             with torch.no_grad():
                 for p, s in zip(params, saved):
                     p.copy_(s)
