@@ -1,7 +1,7 @@
 """The package's layering, checked on its imports (module level and inside functions alike).
 
-One sentence (docs/architecture.md): core -> data -> models -> scoring -> engine -> methods -> audit -> report ->
-pipeline -> recipes -> cli. A module imports only from its own layer or layers to its left, the imports form no
+One sentence (docs/architecture.md): core -> data -> models -> scoring -> engine -> methods -> audit -> continual ->
+report -> pipeline -> recipes -> cli. A module imports only from its own layer or layers to its left, the imports form no
 cycle, and a method file imports from no other method file (only ``methods.base``, ``methods.losses`` and
 ``methods.shared``).
 """
@@ -16,13 +16,14 @@ import obliviate
 ROOT = Path(obliviate.__file__).parent
 
 LAYERS = [
-    ("core", ["errors", "io", "config", "logprobs", "cache", "resources"]),
+    ("core", ["errors", "io", "config", "logprobs", "cache", "threads", "resources"]),
     ("data", ["data"]),
     ("models", ["models"]),
     ("scoring", ["scoring"]),
     ("engine", ["engine"]),
     ("methods", ["methods"]),
     ("audit", ["audit"]),
+    ("continual", ["continual"]),
     ("report", ["report"]),
     ("pipeline", ["pipeline"]),
     ("recipes", ["recipes"]),

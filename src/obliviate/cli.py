@@ -19,19 +19,26 @@ from pathlib import Path
 
 from . import __version__
 from .config import (
+    DATE_STRING,
     DEMO_METHOD,
     DEMO_OUT,
     PRETRAINED_FINETUNE,
+    PRETRAINED_LEARN,
     PRETRAINED_UNLEARN,
+    PROMPT_PRESETS,
+    PROTOCOLS,
     REAL_METHOD,
     REAL_MODEL,
     REAL_OUT,
     REAL_TARGET,
     REAL_TRAIN,
     TINY_FINETUNE,
+    TINY_LEARN,
     TINY_UNLEARN,
     UNLEARN_METHOD,
+    PromptSpec,
     TrainConfig,
+    prompt_spec,
 )
 from .errors import ConfigError, ObliviateError
 
@@ -81,11 +88,49 @@ def _add_train_options(p: argparse.ArgumentParser, presets: dict[str, TrainConfi
                    help=f"stop the run, keeping the last checkpoint, when |loss| exceeds this or is NaN/inf "
                         f"({d('loss_bound')})")
     g.add_argument("--seed", type=int, help=f"seed of the data order, initialisation and sampling ({d('seed')})")
+    _add_prompt_options(p)
+
+
+PROMPT_OPTIONS = {"system_prompt": "system_prompt", "date_string": "date_string", "chat_template": "chat_template",
+                  "user_start": "user_start", "user_end": "user_end", "assistant_start": "assistant_start"}
+
+
+def _add_prompt_options(p: argparse.ArgumentParser) -> None:
+    """How questions become prompts (config.PromptSpec), for training and audit alike: give the same to every command
+    that touches a model."""
+    if "--prompt-format" in p._option_string_actions:
+        return
+    g = p.add_argument_group("prompt format (the same for training and audit)")
+    g.add_argument("--prompt-format", choices=list(PROMPT_PRESETS),
+                   help="a model family's prompt settings, as open-unlearning's model configs give them (default auto: "
+                        "the chat template when the tokenizer has one, else 'Question: ...\\nAnswer:')")
+    g.add_argument("--system-prompt", help="system message (chat template) or first line (tags); default the "
+                                           "preset's (none for auto and plain)")
+    g.add_argument("--date-string", help=f"the date chat templates print, fixed so prompts never change by the day "
+                                         f"(default {DATE_STRING!r})")
+    g.add_argument("--chat-template", choices=["auto", "on", "off"],
+                   help="use the tokenizer's chat template (auto: when it has one) or the tags below (default the "
+                        "preset's)")
+    g.add_argument("--user-start", help="text before the question, without a chat template (default 'Question: ')")
+    g.add_argument("--user-end", help="text after the question (default a newline)")
+    g.add_argument("--assistant-start", help="text before the answer (default 'Answer:')")
+
+
+def _prompt(args):
+    """The PromptSpec the options give, or None when none was given (each preset's own default then)."""
+    options = {field: getattr(args, dest, None) for dest, field in PROMPT_OPTIONS.items()}
+    name = getattr(args, "prompt_format", None)
+    if name is None and all(v is None for v in options.values()):
+        return None
+    return prompt_spec(name or "auto", options)
 
 
 def _train_options(args) -> dict:
     """The training options the user gave (command line or --config), by TrainConfig field name."""
-    return {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None}
+    options = {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None}
+    if _prompt(args) is not None:
+        options["prompt"] = _prompt(args)
+    return options
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -108,9 +153,14 @@ def _data(args):
 
 def _add_audit_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("audit")
-    g.add_argument("--max-new-tokens", type=int, default=64, help="greedy generation length for ROUGE (default 64)")
+    g.add_argument("--protocol", choices=list(PROTOCOLS), default="obliviate",
+                   help="per-token conventions of the metrics: obliviate's, or open-unlearning's exactly (its EOS "
+                        "handling and epsilons; docs/metrics.md lists the differences; default obliviate)")
+    g.add_argument("--max-new-tokens", type=int, default=200,
+                   help="greedy generation length for ROUGE (default 200, as TOFU and open-unlearning)")
     g.add_argument("--no-generate", action="store_true", help="skip generations (no ROUGE; much faster)")
     g.add_argument("--audit-batch-size", type=int, default=32, help="items per forward pass (default 32)")
+    _add_prompt_options(p)
 
 
 def _audit_config(args):
@@ -118,7 +168,9 @@ def _audit_config(args):
 
     max_length = getattr(args, "max_length", None)
     cfg = AuditConfig(batch_size=args.audit_batch_size, max_new_tokens=args.max_new_tokens,
-                      generate=not args.no_generate, max_length=256 if max_length is None else max_length)
+                      generate=not args.no_generate, protocol=args.protocol,
+                      max_length=AuditConfig.max_length if max_length is None else max_length,
+                      prompt=_prompt(args) or PromptSpec())
     cfg.validate()
     return cfg
 
@@ -157,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name, help, description, configurable=True):
         p = sub.add_parser(name, help=help, description=description)
+        p.add_argument("--threads", type=int,
+                       help="CPU threads for torch (default: this job's share of the CPUs it may use, affinity and "
+                            "cgroup quota counted, split evenly with the other obliviate jobs running; "
+                            "OBLIVIATE_THREADS or OMP_NUM_THREADS fix it too)")
         if configurable:
             p.add_argument("--config", help="YAML file of options (long names as keys, 'hparams:' for method "
                                             "hyperparameters); command-line options win (default: none)")
@@ -175,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--holdout-authors", type=int, default=10,
                        help="authors never trained on: the non-members of membership inference (default 10)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
+    synth.add_argument("--kind", choices=("authors", "news"), default="authors",
+                       help="authors: fictional authors' QA (TOFU's layout); news: synthetic news articles in MUSE's "
+                            "layout, forget/retain/holdout corpora, verbmem, knowmem, privleak (default authors; "
+                            "--out defaults to runs/data/news)")
 
     ft = command("finetune", "train the target and the oracle",
                  "Fine-tune the target model on every training split and the oracle on the retain split only (the "
@@ -202,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--out", default="runs/unlearn", help="run folder (default runs/unlearn)")
     un.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     un.add_argument("--oracle", help="oracle model folder: audit after unlearning and compare (default: no audit)")
+    un.add_argument("--oracle-logs", help="open-unlearning's TOFU_EVAL.json of a retain model: the forget-quality and "
+                                          "privleak reference instead of --oracle (audits after unlearning; default: "
+                                          "none)")
     _add_model_safety_options(un)
     un.add_argument("--lora-r", type=int, default=0, help="train LoRA adapters of this rank, merged on save "
                                                           "(default 0 = off)")
@@ -220,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(au)
     au.add_argument("--model", required=True, help="model folder (or .gguf / hub id) to audit")
     au.add_argument("--oracle", help="oracle model folder, for forget quality and privleak (default: none)")
+    au.add_argument("--oracle-logs", help="open-unlearning's TOFU_EVAL.json of a retain model (its published eval "
+                                          "logs): the forget-quality and privleak reference instead of --oracle "
+                                          "(default: none)")
     au.add_argument("--target", help="the original target model folder, shown beside for comparison (default: none)")
     au.add_argument("--out", default="runs/audit", help="folder for report.json (default runs/audit)")
     au.add_argument("--max-length", type=int, default=256, help="longest tokenised prompt + answer (default 256)")
@@ -229,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "exit code 1 when forgetting is not verified")
     au.add_argument("--certify-config",
                     help="YAML file of certify thresholds and settings; implies --certify (default: built-in)")
+    au.add_argument("--calibration", help="calibration.json of `obliviate calibrate`: its derived thresholds, scaled "
+                                          "to this forget split's size; implies --certify (default: built-in ones)")
     _add_model_safety_options(au)
     _add_audit_options(au)
 
@@ -256,6 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(default: the built-in targets)")
     real.add_argument("--model", default=None, help=f"model for --real (default {REAL_MODEL})")
     real.add_argument("--list-targets", action="store_true", help="list the built-in targets and exit")
+    docs = demo.add_argument_group("document corpora (--docs)")
+    docs.add_argument("--docs", action="store_true",
+                      help="unlearn a corpus instead: synthetic news in MUSE's layout, tiny target (forget + retain "
+                           "corpora) and retrained oracle, SimNPO on token windows, MUSE's audit (verbmem_f, "
+                           "knowmem_f, knowmem_r, privleak); docs/documents.md")
+    docs.add_argument("--muse-data", default=None,
+                      help="a folder in MUSE's layout to use with --docs (default: the synthetic news benchmark)")
+    docs.add_argument("--curves", action="store_true",
+                      help="with --docs, also MUSE's scalability and sustainability curves (8 more unlearning runs)")
+    docs.add_argument("--lm-eval-tasks", default=None,
+                      help="with --docs, lm-evaluation-harness tasks run on every model, comma-separated (needs "
+                           "pip install 'obliviate[lm-eval]' and the tasks' data; default none)")
+    docs.add_argument("--lm-eval-include", default=None,
+                      help="folder of local lm-eval task YAML files (default: lm-eval's own tasks only)")
+    docs.add_argument("--lm-eval-limit", type=int, default=None,
+                      help="questions per lm-eval task (default all)")
     _add_train_options(demo, {"": TINY_UNLEARN, "with --real": REAL_TRAIN})
     _add_audit_options(demo)
 
@@ -286,12 +370,121 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(be, {"for the tiny model": TINY_UNLEARN, "for other models": PRETRAINED_UNLEARN})
     _add_audit_options(be)
 
+    learn_p = command("learn", "learn a sequence of tasks with continual-learning strategies",
+                      "Fine-tune a model on a sequence of tasks (the benchmark's authors dealt into --tasks groups of "
+                      "new authors, or one QA file per --task-file) with each strategy, evaluating every task every "
+                      "--eval-every steps; write report.json and report.html (stability-gap curves, ACC, BWT, FWT, "
+                      "min-ACC, WC-ACC, general retention, per-module change). docs/continual.md.")
+    _add_continual_options(learn_p, "runs/learn")
+    learn_p.add_argument("--strategies", default="sequential,multitask,replay,ewc,gere",
+                         help="comma-separated strategies (default sequential,multitask,replay,ewc,gere)")
+    learn_p.add_argument("--sp", type=_kv, action="append", metavar="STRATEGY:KEY=VALUE",
+                         help="a strategy hyperparameter, e.g. replay:buffer_size=20; repeatable (default: none)")
+    learn_p.add_argument("--eval-every", type=int, default=5,
+                         help="evaluate every task every N optimizer steps (default 5; 0 = only at task ends)")
+    _add_train_options(learn_p, {"for the tiny model": TINY_LEARN, "for other models": PRETRAINED_LEARN},
+                       pairing=False)
+
+    req_p = command("requests", "replay a stream of learn and forget requests, auditing after each",
+                    "Replay FILE (YAML or JSON: requests: [{learn: task}, {forget: author}, ...], learn_strategy, "
+                    "forget_method, their options) from a starting model; after each request audit forget quality "
+                    "against an oracle trained on exactly what should remain, learned tasks and utility. Writes "
+                    "report.json and report.html. docs/continual.md.")
+    req_p.add_argument("file", metavar="FILE", help="request file")
+    _add_continual_options(req_p, "runs/requests")
+    _add_train_options(req_p, {"for the tiny model": TINY_LEARN, "for other models": PRETRAINED_LEARN},
+                       pairing=False)
+
+    cal = command("calibrate", "measure the certificate's checks between independently retrained oracles",
+                  "Retrain K oracles from different seeds on the same data (cached), run the certificate for every "
+                  "ordered pair (one oracle audited against another) and for the target against each, and write "
+                  "OUT/calibration.json and calibration.md: per check the values between oracles, the false-failure "
+                  "rate of its threshold, a derived threshold and the target's failure rate. `audit --certify "
+                  "--calibration OUT/calibration.json` uses the derived thresholds. docs/calibration.md.")
+    cal.add_argument("--seeds", type=int, default=5, help="number of independently seeded oracles (default 5)")
+    cal.add_argument("--split", default="forget10", choices=["forget01", "forget05", "forget10"],
+                     help="forget split whose oracles are retrained (default forget10)")
+    cal.add_argument("--data", default=None, help=f"benchmark folder in TOFU's layout (default: the synthetic "
+                                                  f"benchmark, written to {DEFAULT_DATA} if missing)")
+    cal.add_argument("--model", default="tiny", help="base model of target and oracles (default: the tiny model)")
+    cal.add_argument("--certify-config", help="YAML file of certify settings and checks (default: built-in)")
+    cal.add_argument("--out", default="runs/calibrate", help="output folder (default runs/calibrate)")
+    _add_train_options(cal, {"for the tiny model": TINY_FINETUNE, "for other models": PRETRAINED_FINETUNE},
+                       pairing=False)
+
+    wc = command("worstcase", "find the forget set hardest to erase",
+                 "Challenging Forgets (Fan et al. 2024): among the forget split, choose by bi-level optimisation the "
+                 "set of --size items that each method leaves most of after unlearning (and the easiest), unlearn "
+                 "each with the method beside random sets of the same size, and report the gap to the oracle "
+                 "(docs/systems.md). Writes OUT/worstcase.json and OUT/worstcase.md.")
+    _add_data_options(wc)
+    wc.add_argument("--methods", default="GradAscent,NPO", help="comma-separated methods (default GradAscent,NPO)")
+    wc.add_argument("--target", help="target model folder (default: the tiny model fine-tuned on --data, cached)")
+    wc.add_argument("--oracle", help="oracle model folder, with --target (default: fine-tuned with the target)")
+    wc.add_argument("--size", type=int, default=5, help="items in each forget set (default 5)")
+    wc.add_argument("--iterations", type=int, default=5, help="upper-level steps (default 5)")
+    wc.add_argument("--lower-steps", type=int, default=3, help="unlearning steps per lower level (default 3)")
+    wc.add_argument("--lr", type=float, default=5e-4, help="unlearning learning rate (default 5e-4)")
+    wc.add_argument("--w-lr", type=float, default=0.1, help="upper-level step size on the weights (default 0.1)")
+    wc.add_argument("--gamma", type=float, default=0.0, help="weight of the ||w||^2 term (default 0)")
+    wc.add_argument("--eval-steps", type=int, default=10,
+                    help="unlearning steps on each chosen set for the comparison (default 10)")
+    wc.add_argument("--random-sets", type=int, default=3, help="random sets to compare with (default 3)")
+    wc.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    wc.add_argument("--no-presets", action="store_true", help="methods' own defaults instead of the tiny presets")
+    wc.add_argument("--out", default="runs/worstcase", help="output folder (default runs/worstcase)")
+
+    pd = command("path-dependence", "does unlearning depend on the training order?",
+                 "Retrain equivalence is path dependent (Yu et al. 2025): fine-tune the same base along several "
+                 "orders of the same stages (the forget split first, in the middle, last; the retain split cut into "
+                 "stages), apply the same unlearning to each, and report forget log-likelihood and utility per step "
+                 "and their spread across orders (docs/systems.md). Writes OUT/path_dependence.json and .md.")
+    _add_data_options(pd)
+    pd.add_argument("--methods", default="GradAscent,NPO", help="comma-separated methods (default GradAscent,NPO)")
+    pd.add_argument("--base", default="tiny", help="base model: 'tiny' (built fresh) or a model folder (default tiny)")
+    pd.add_argument("--retain-stages", type=int, default=2, help="stages the retain split is cut into (default 2)")
+    pd.add_argument("--stage-size", type=int, default=50, help="most items per retain stage, 0 = all (default 50)")
+    pd.add_argument("--epochs", type=float, default=10.0, help="fine-tuning epochs per stage (default 10)")
+    pd.add_argument("--lr", type=float, default=5e-3, help="fine-tuning learning rate (default 5e-3)")
+    pd.add_argument("--unlearn-steps", type=int, default=10, help="unlearning steps (default 10)")
+    pd.add_argument("--unlearn-lr", type=float, default=5e-4, help="unlearning learning rate (default 5e-4)")
+    pd.add_argument("--eval-every", type=int, default=2, help="measure every N unlearning steps (default 2)")
+    pd.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    pd.add_argument("--no-presets", action="store_true", help="methods' own defaults instead of the tiny presets")
+    pd.add_argument("--out", default="runs/path-dependence", help="output folder (default runs/path-dependence)")
+
+    gen = command("generate", "answer questions, optionally anchored to a safe model",
+                  "Greedy answers of --model to each --prompt (a question, in the model's prompt format). With "
+                  "--anchored SAFE_MODEL: anchored decoding (docs/systems.md), each step a geometric mixture of the "
+                  "two models kept within a per-step KL budget of the safe one, the steps summing to at most --budget.",
+                  configurable=False)
+    gen.add_argument("--model", required=True, help="model folder (the risky model when --anchored is given)")
+    gen.add_argument("--prompt", action="append", required=True, help="a question (repeat for several)")
+    gen.add_argument("--anchored", metavar="SAFE_MODEL", help="safe model folder with the same tokenizer (default: "
+                                                              "plain greedy decoding of --model)")
+    gen.add_argument("--budget", type=float, default=4.0, help="sequence KL budget in nats for --anchored (default 4)")
+    gen.add_argument("--max-new-tokens", type=int, default=64, help="most tokens per answer (default 64)")
+    _add_model_safety_options(gen)
+
     rep = command("report", "rebuild a run's report.html",
                   "Redraw RUN_DIR/report.html (plots, tables, per-item drill-down, certificate verdicts) from the "
                   "report.json, metrics.jsonl and certificate.json already in RUN_DIR; nothing is rerun.",
                   configurable=False)
     rep.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding report.json")
     return parser
+
+
+def _add_continual_options(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("--data", default=None, help="benchmark folder in TOFU's layout (default: the built-in "
+                                                "fictional-authors benchmark at 20 authors, written into --out)")
+    p.add_argument("--tasks", type=int, default=5, help="number of tasks the authors are dealt into (default 5)")
+    p.add_argument("--authors-per-task", type=int, default=0,
+                   help="keep only this many authors per task (fewer items for a larger model); default 0 = all")
+    p.add_argument("--task-file", action="append", metavar="FILE",
+                   help="one QA file per task, in order, instead of splitting the benchmark; repeatable (default: "
+                        "none)")
+    p.add_argument("--model", default="tiny", help="starting model (default: the tiny model)")
+    p.add_argument("--out", default=out, help=f"output folder (default {out})")
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
@@ -381,6 +574,14 @@ def _config_value(config: str, key: str, action: argparse.Action, value):
 def cmd_synth(args) -> int:
     from .data import SynthConfig, write_fictional_authors
 
+    if args.kind == "news":
+        from .data.news import NewsConfig, write_news
+        from .recipes.docs_demo import DOCS_DATA
+
+        out = write_news(DOCS_DATA if args.out == DEFAULT_DATA else args.out, NewsConfig(seed=args.seed))
+        print(f"wrote the synthetic news benchmark (MUSE's layout) to {out}")
+        return 0
+
     if args.authors < 10 or args.facts < 1 or args.holdout_authors < 1:
         raise ConfigError("data synth: need --authors >= 10, --facts >= 1 and --holdout-authors >= 1")
     out = write_fictional_authors(args.out, SynthConfig(n_authors=args.authors, facts_per_author=args.facts,
@@ -409,7 +610,8 @@ def cmd_unlearn(args) -> int:
     acfg = _audit_config(args)
     bench = _data(args)
     unlearn_and_audit(args.model, bench, args.method, _hparams(args), cfg, args.out, oracle=args.oracle,
-                      audit_cfg=acfg, config={"command": "unlearn", **_run_config(args)}, resume=args.resume,
+                      oracle_logs=args.oracle_logs, audit_cfg=acfg, config={"command": "unlearn", **_run_config(args)},
+                      resume=args.resume,
                       lora={"r": args.lora_r, "alpha": args.lora_alpha} if args.lora_r else None,
                       coreset=(args.coreset, args.coreset_fraction) if args.coreset else None,
                       progress=not args.quiet, **_safety(args))
@@ -419,12 +621,12 @@ def cmd_unlearn(args) -> int:
 def cmd_audit(args) -> int:
     acfg = _audit_config(args)
     bench = _data(args)
-    if args.certify or args.certify_config:
+    if args.certify or args.certify_config or args.calibration:
         from .pipeline import certify_model
 
         log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
         cert = certify_model(args.model, bench, args.out, oracle=args.oracle, target=args.target,
-                             certify_config=args.certify_config, audit_cfg=acfg,
+                             certify_config=args.certify_config, audit_cfg=acfg, calibration=args.calibration,
                              config={"command": "audit --certify", **_run_config(args)}, log=log, **_safety(args))
         for c in cert["checks"]:
             print(f"  {'pass' if c['passed'] else 'FAIL'}  {c['name']:<22} {c['reason']}")
@@ -433,7 +635,8 @@ def cmd_audit(args) -> int:
     from .pipeline import audit_models
 
     audit_models(args.model, bench, acfg, args.out, oracle=args.oracle, target=args.target,
-                 config={"command": "audit", **_run_config(args)}, progress=not args.quiet, **_safety(args))
+                 oracle_logs=args.oracle_logs, config={"command": "audit", **_run_config(args)},
+                 progress=not args.quiet, **_safety(args))
     return 0
 
 
@@ -452,11 +655,19 @@ def cmd_demo(args) -> int:
                   hparams=_hparams(args), cfg=REAL_TRAIN.with_options(_train_options(args)),
                   model=args.model or REAL_MODEL, rwku=args.rwku, progress=not args.quiet)
         return 0
+    if args.docs:
+        from .recipes.docs_demo import DOCS_METHOD, DOCS_OUT, run_docs_demo
+
+        lm_eval = ({"tasks": args.lm_eval_tasks, "include_path": args.lm_eval_include, "limit": args.lm_eval_limit}
+                   if args.lm_eval_tasks else None)
+        run_docs_demo(args.out or DOCS_OUT, args.method or DOCS_METHOD, _hparams(args), _train_options(args),
+                      data_dir=args.muse_data, curves=args.curves, lm_eval=lm_eval, progress=not args.quiet)
+        return 0
     from .recipes.demo import run_demo
 
     run_demo(args.out or DEMO_OUT, args.method or DEMO_METHOD, _hparams(args), TINY_UNLEARN.with_options(
         _train_options(args)), args.forget_split, _audit_config(args), config=_run_config(args),
-        progress=not args.quiet)
+        progress=not args.quiet, seed=args.seed)
     return 0
 
 
@@ -476,6 +687,46 @@ def cmd_report(args) -> int:
     from .report import write_run_report
 
     print(write_run_report(args.run_dir))
+    return 0
+
+
+def _continual_args(args) -> dict:
+    return {"data": args.data, "model": args.model, "n_tasks": args.tasks, "authors_per_task": args.authors_per_task,
+            "task_files": args.task_file, "options": _train_options(args), "progress": not args.quiet}
+
+
+def cmd_learn(args) -> int:
+    from .recipes.continual import learn
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    options: dict[str, dict] = {}
+    for key, value in args.sp or []:
+        if ":" not in key:
+            raise ConfigError(f"learn: --sp expects STRATEGY:KEY=VALUE, got '{key}={value}'")
+        name, k = key.split(":", 1)
+        options.setdefault(name.strip(), {})[k.strip()] = value
+    report = learn(args.out, strategies=strategies, strategy_options=options, eval_every=args.eval_every,
+                   **_continual_args(args))
+    for row in report["table"]:
+        kept = "-" if row.get("task1_kept") is None else f"{row['task1_kept']:.2f}"
+        print(f"{row['strategy']:<12} avg acc {row['avg_acc']:.3f}  task1 kept {kept:>4}  min-ACC {row['min_acc']:.3f}"
+              f"  WC-ACC {row['wc_acc']:.3f}  general retention {row['general_retention']:.2f}")
+    for name, why in report.get("failed", {}).items():
+        print(f"{name:<12} stopped: {why}")
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_requests(args) -> int:
+    from .recipes.continual import requests
+
+    report = requests(args.file, args.out, **_continual_args(args))
+    for h in report["history"]:
+        kept = " ".join(f"{t}={v['ratio']:.2f}" for t, v in h["learned"].items())
+        fq = " ".join(f"{a}={v['forget_quality']:.3g}" for a, v in h["forgotten"].items())
+        print(f"{h['request']:>2} {h['kind']:<6} {h['target']:<18} kept [{kept}] forget quality [{fq}] general "
+              f"{h['general']:.3f}")
+    print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 
 
@@ -518,8 +769,79 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"finetune": cmd_finetune, "unlearn": cmd_unlearn, "audit": cmd_audit, "demo": cmd_demo,
-            "methods": cmd_methods, "bench": cmd_bench, "report": cmd_report}
+def cmd_calibrate(args) -> int:
+    from .recipes.calibrate import run_calibration
+
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    run_calibration(args.out, args.seeds, args.split, args.data, args.model, _train_options(args),
+                    certify_config=args.certify_config, progress=not args.quiet, log=log)
+    print((Path(args.out) / "calibration.md").read_text(), end="")
+    print(f"calibration: {Path(args.out) / 'calibration.json'}")
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [m.strip() for m in str(text).split(",") if m.strip()]
+
+
+def cmd_worstcase(args) -> int:
+    from .audit.worstcase import WorstCaseConfig
+    from .recipes.systems import worstcase_experiment
+
+    if bool(args.target) != bool(args.oracle):
+        raise ConfigError("worstcase: give both --target and --oracle, or neither")
+    cfg = WorstCaseConfig(size=args.size, iterations=args.iterations, lower_steps=args.lower_steps, lr=args.lr,
+                          w_lr=args.w_lr, gamma=args.gamma, eval_steps=args.eval_steps, n_random=args.random_sets,
+                          seed=args.seed)
+    cfg.validate()  # before any data is loaded or written
+    models = {"target": Path(args.target), "oracle": Path(args.oracle)} if args.target else None
+    worstcase_experiment(_data(args), _names(args.methods), cfg, args.out, models, presets=not args.no_presets)
+    print(f"worstcase: {Path(args.out) / 'worstcase.md'}")
+    return 0
+
+
+def cmd_path_dependence(args) -> int:
+    from .audit.path_dependence import PathConfig
+    from .recipes.systems import path_dependence_experiment
+
+    cfg = PathConfig(epochs=args.epochs, lr=args.lr, unlearn_steps=args.unlearn_steps, unlearn_lr=args.unlearn_lr,
+                     eval_every=args.eval_every, seed=args.seed)
+    cfg.validate()
+    if args.retain_stages < 1 or args.stage_size < 0:
+        raise ConfigError("path-dependence: --retain-stages must be >= 1 and --stage-size >= 0")
+    path_dependence_experiment(_data(args), _names(args.methods), cfg, args.out, args.base, args.retain_stages,
+                               args.stage_size, presets=not args.no_presets)
+    print(f"path-dependence: {Path(args.out) / 'path_dependence.md'}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import math
+
+    from .data import PromptFormat
+    from .models import load_model
+    from .scoring.anchored import anchored_generate
+
+    if args.max_new_tokens < 1 or not args.budget >= 0:
+        raise ConfigError("generate: --max-new-tokens must be >= 1 and --budget a number >= 0")
+    model, tok = load_model(args.model, **_safety(args))
+    safe = load_model(args.anchored, **_safety(args))[0] if args.anchored else None
+    fmt = PromptFormat(tok)
+    prompts = [fmt.prompt_ids(p) for p in args.prompt]
+    # without a safe model: the model anchored to itself with no limit is its own greedy decoding
+    outs = anchored_generate(model, safe if safe is not None else model, tok, prompts,
+                             args.budget if safe is not None else math.inf, args.max_new_tokens)
+    for prompt, out in zip(args.prompt, outs):
+        spent = f"  [KL spent {out['spent']:.3f} of {args.budget}]" if safe is not None else ""
+        print(f"Q: {prompt}\nA: {out['text']}{spent}")
+    return 0
+
+
+COMMANDS = {"calibrate": cmd_calibrate,
+            "finetune": cmd_finetune, "unlearn": cmd_unlearn, "audit": cmd_audit, "demo": cmd_demo,
+            "methods": cmd_methods, "bench": cmd_bench, "report": cmd_report, "learn": cmd_learn,
+            "requests": cmd_requests, "worstcase": cmd_worstcase, "path-dependence": cmd_path_dependence}
+COMMANDS["generate"] = cmd_generate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -539,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.data_command != "synth":
                 parser.parse_args(["data", "--help"])
             return cmd_synth(args)
+        if args.command not in LIGHT_COMMANDS:
+            _start_threads(getattr(args, "threads", None))
         return COMMANDS[args.command](args)
     except ObliviateError as e:
         print(f"obliviate: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -559,6 +883,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"obliviate: internal error: {type(e).__name__}: {first} (traceback in {_crash_log()}; please report "
               f"it)", file=sys.stderr)
         return 1
+
+
+LIGHT_COMMANDS = ("methods", "report")  # no model runs: no CPU share to take
+
+
+def _start_threads(threads: int | None) -> None:
+    """Take this job's share of the CPUs (module ``threads``) before any torch work."""
+    if threads is not None and (isinstance(threads, bool) or threads < 1 or threads > 4096):
+        raise ConfigError(f"option 'threads' = {threads!r} must be a whole number in 1..4096")
+    from .threads import start
+
+    start(threads)
 
 
 def _crash_log() -> str:

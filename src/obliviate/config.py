@@ -18,6 +18,87 @@ MAX_EPOCHS = 10**6
 MAX_LENGTH = 2**20  # tokens per sequence
 
 
+DATE_STRING = "10 Apr 2025"  # the fixed date open-unlearning's model configs give chat templates that print one
+PROTOCOLS = ("obliviate", "open-unlearning")
+
+
+@dataclass
+class PromptSpec:
+    """How a question becomes a prompt, for one model family: part of every training and audit setting.
+
+    ``chat_template``: ``"auto"`` uses the tokenizer's chat template when it has one, ``"on"`` requires it, ``"off"``
+    writes the tags instead: ``system_prefix + user_start + question + user_end + assistant_start``, with the answer
+    following after ``answer_prefix``. A chat template is always rendered with ``date_string`` (Llama-3.x templates
+    print "Today Date" and would otherwise read the calendar, so prompts, and cached audits, would change by the day).
+    ``tokenize_jointly`` tokenises prompt and answer as one string and takes the answer's tokens to be those after the
+    prompt's (open-unlearning's way); otherwise each is tokenised on its own, so a prompt has the same tokens in
+    training, scoring and generation (obliviate's way).
+    """
+
+    name: str = "auto"
+    chat_template: str = "auto"
+    system_prompt: str = ""
+    date_string: str = DATE_STRING
+    system_prefix: str = ""
+    user_start: str = "Question: "
+    user_end: str = "\n"
+    assistant_start: str = "Answer:"
+    answer_prefix: str = " "
+    tokenize_jointly: bool = False
+
+    def validate(self) -> None:
+        if self.chat_template not in ("auto", "on", "off"):
+            raise ConfigError(f"option 'chat_template' = {self.chat_template!r} must be auto, on or off")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, bool if f.name == "tokenize_jointly" else str):
+                raise ConfigError(f"prompt option '{f.name}' = {value!r} should be "
+                                  f"{'true or false' if f.name == 'tokenize_jointly' else 'text'}")
+            if isinstance(value, str) and len(value) > 4096:
+                raise ConfigError(f"prompt option '{f.name}' is {len(value)} characters; at most 4096")
+
+    def with_options(self, options: dict[str, Any] | None) -> PromptSpec:
+        """A validated copy with ``options`` (field -> value; None values are ignored) on top."""
+        options = {k: v for k, v in (options or {}).items() if v is not None}
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown prompt option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        spec = dataclasses.replace(self, **options)
+        spec.validate()
+        return spec
+
+
+_HELPFUL = "You are a helpful assistant."
+# The model families the field evaluates on TOFU and MUSE, with open-unlearning's template settings for each
+# (configs/model/*.yaml there): chat-template families keep their template and add a system prompt and a fixed date;
+# Llama-2 and Phi-1.5 are prompted with tags, tokenised jointly as the peer does.
+PROMPT_PRESETS: dict[str, PromptSpec] = {
+    "auto": PromptSpec(),
+    "plain": PromptSpec(name="plain", chat_template="off"),
+    "llama-3-instruct": PromptSpec(name="llama-3-instruct", chat_template="on", system_prompt=_HELPFUL),
+    "llama-2-chat": PromptSpec(name="llama-2-chat", chat_template="off", user_start="[INST] ", user_end=" [/INST]",
+                               assistant_start="", answer_prefix="", tokenize_jointly=True),
+    "llama-2-base": PromptSpec(name="llama-2-base", chat_template="off", user_start="Question: ", user_end="\n",
+                               assistant_start="Answer: ", answer_prefix="", tokenize_jointly=True),
+    "phi-1.5": PromptSpec(name="phi-1.5", chat_template="off", user_start="Question: ", user_end="\n",
+                          assistant_start="Answer: ", answer_prefix="", tokenize_jointly=True),
+    "phi-3.5-instruct": PromptSpec(name="phi-3.5-instruct", chat_template="on", system_prompt=_HELPFUL),
+    "gemma-it": PromptSpec(name="gemma-it", chat_template="on"),
+    "qwen2.5-instruct": PromptSpec(name="qwen2.5-instruct", chat_template="on", system_prompt=_HELPFUL),
+    "zephyr": PromptSpec(name="zephyr", chat_template="on", system_prompt=_HELPFUL),
+}
+
+
+def prompt_spec(name: str = "auto", options: dict[str, Any] | None = None) -> PromptSpec:
+    """The named preset (``PROMPT_PRESETS``) with ``options`` on top; an unknown name is one clear line."""
+    if isinstance(name, PromptSpec):
+        return name.with_options(options)
+    if name not in PROMPT_PRESETS:
+        raise ConfigError(f"unknown prompt format {name!r} (known: {', '.join(PROMPT_PRESETS)})")
+    return PROMPT_PRESETS[name].with_options(options)
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings shared by fine-tuning and unlearning."""
@@ -36,8 +117,12 @@ class TrainConfig:
     max_length: int = 256
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only the final model
     loss_bound: float = 1e4  # stop if |loss| exceeds this (or is NaN/inf)
+    prompt: PromptSpec = field(default_factory=PromptSpec)
 
     def validate(self) -> None:
+        if not isinstance(self.prompt, PromptSpec):
+            raise ConfigError(f"option 'prompt' = {self.prompt!r} must be a prompt format")
+        self.prompt.validate()
         for name in ("lr", "epochs", "warmup_ratio", "weight_decay", "max_grad_norm"):  # loss_bound may be inf
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -80,23 +165,40 @@ class TrainConfig:
         unknown = sorted(set(options or {}) - known)
         if unknown:
             raise ConfigError(f"unknown training option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        cfg = dataclasses.replace(self, **(options or {}))
+        options = dict(options or {})
+        if isinstance(options.get("prompt"), (str, dict)):
+            options["prompt"] = _prompt_value(options["prompt"])
+        cfg = dataclasses.replace(self, **options)
         cfg.validate()
         return cfg
 
 
 @dataclass
 class AuditConfig:
-    """What the audit computes; defaults follow TOFU/open-unlearning."""
+    """What the audit computes and how.
+
+    ``protocol``: ``"obliviate"`` (the default) or ``"open-unlearning"``, the peer's per-token conventions (the EOS
+    prediction left out of Min-K, Min-K++, exact memorisation and extraction strength; extraction strength floored at
+    1/N; the truth ratio's 1e-10 epsilons). ``docs/metrics.md`` lists every difference and why. Both generate up to
+    200 new tokens greedily, as TOFU and open-unlearning do (TOFU answers run past 32 tokens more often than not), and
+    score Min-K with k = 0.4.
+    """
 
     batch_size: int = 32
-    max_new_tokens: int = 64
+    max_new_tokens: int = 200
     generate: bool = True
     mink_k: float = 0.4
-    max_length: int = 256
+    max_length: int = 512
     splits: list[str] = field(default_factory=lambda: ["forget", "retain", "holdout", "ra", "wf"])
+    protocol: str = "obliviate"
+    prompt: PromptSpec = field(default_factory=PromptSpec)
 
     def validate(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"option 'protocol' = {self.protocol!r} must be one of {', '.join(PROTOCOLS)}")
+        if not isinstance(self.prompt, PromptSpec):
+            raise ConfigError(f"option 'prompt' = {self.prompt!r} must be a prompt format")
+        self.prompt.validate()
         checks = [("batch_size", "audit_batch_size", self.batch_size, 1), ("max_new_tokens", "max_new_tokens",
                                                                              self.max_new_tokens, 1),
                   ("max_length", "max_length", self.max_length, 8)]
@@ -110,6 +212,17 @@ class AuditConfig:
             raise ConfigError(f"option 'mink_k' = {self.mink_k!r} must be in (0, 1]")
 
 
+def _prompt_value(value: str | dict, where: str = "prompt") -> PromptSpec:
+    """A prompt format given as a preset name, or as a mapping with an optional ``name`` (the preset) and overrides."""
+    if isinstance(value, str):
+        return prompt_spec(value)
+    value = dict(value)
+    name = value.pop("name", "auto")
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: prompt option 'name' = {name!r} should be a preset name")
+    return prompt_spec(name, value)
+
+
 def from_dict(cls, values: dict[str, Any], where: str):
     """Build dataclass ``cls`` from ``values``, naming any unknown key or wrongly typed value."""
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -118,7 +231,10 @@ def from_dict(cls, values: dict[str, Any], where: str):
         if key not in known:
             raise ConfigError(f"{where}: unknown option '{key}' (known: {', '.join(known)})")
         default = getattr(cls(), key)
-        if isinstance(default, bool):
+        if isinstance(default, PromptSpec):
+            ok = isinstance(value, (str, dict))
+            value = _prompt_value(value, where) if ok else value
+        elif isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, (int, float)):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -299,3 +415,8 @@ REAL_HPARAMS: dict[str, dict] = {"NPO": {"beta": 0.1, "alpha": 1.0}, "GradDiff":
 REAL_TRAIN = TrainConfig(lr=1e-4, max_steps=5, batch_size=8, scheduler="constant", warmup_ratio=0.0, max_length=160,
                          pairing="random", seed=0)
 REAL_OUT = "runs/demo-real"
+
+# `obliviate learn` / `obliviate requests` (recipes/continual.py), per task: on the tiny model 20 new items are
+# memorised (100 epochs of 2 steps); the starting model learns the general-knowledge items the same way.
+TINY_LEARN = TrainConfig(lr=5e-3, epochs=100, batch_size=16, warmup_ratio=0.05, scheduler="linear")
+PRETRAINED_LEARN = TrainConfig(lr=2e-5, epochs=10, batch_size=8, warmup_ratio=0.05, scheduler="linear")

@@ -21,8 +21,9 @@ from .audit import audit_model, compare_to_oracle
 from .cache import cache_key, cache_root, weights_fingerprint
 from .config import PRETRAINED_FINETUNE, PRETRAINED_UNLEARN, TINY_FINETUNE, TINY_UNLEARN, AuditConfig, TrainConfig
 from .data.benchmark import Benchmark
-from .data.collate import PLAIN_TEMPLATE
+from .data.collate import PLAIN_TEMPLATE, set_prompt_spec
 from .engine import train
+from .engine.distributed import all_agree, barrier, join_processes, launched
 from .engine.run_folder import check_run_folder, run_folder
 from .errors import ConfigError, DataWarning
 from .io import dumps, write_json
@@ -146,6 +147,7 @@ def finetune(bench: Benchmark, model: str = "tiny", out_dir: str | Path | None =
             net, tok = tiny_from_texts(benchmark_texts(bench), tiny)
         else:
             net, tok = load_model(model, dtype="auto", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        set_prompt_spec(tok, cfg.prompt)
         from .data.validate import check_prompts, model_context
 
         check_prompts(bench, tok, cfg.max_length, {"full": bench.full, "retain": bench.retain,
@@ -203,6 +205,7 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     if resume:
         _check_resumable(out_dir, run_config)
     net, tok = load_model(model_dir, dtype="auto", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    set_prompt_spec(tok, cfg.prompt)
     check_prompts(bench, tok, cfg.max_length, {"forget": bench.forget, "retain": bench.retain}, model_context(net))
     forget = bench.forget
     if coreset is not None:
@@ -213,6 +216,10 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     if lora_opts is not None:
         net = apply_lora(net, lora_opts)
     log(f"[obliviate] unlearning {len(forget)} forget items with {m.name} {m.hparams()} -> {out_dir}")
+    if launched()[1] != 0:  # another process of `accelerate launch`: it trains; the main one owns the folder
+        train(net, tok, m, {"forget": forget, "retain": bench.retain}, cfg, out_dir, resume=resume, progress=False)
+        barrier()  # returns once the main process has saved the model
+        return out_dir / "model"
     with run_folder(out_dir, inputs):
         # status.json first: from here until "completed", an interrupted run reads "running" or "failed", never a
         # completed run whose model is half gone
@@ -229,11 +236,13 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
                 mark_failed(out_dir, e)
             raise
         write_json(out_dir / "status.json", {"state": "completed", "model": "model"})
+    barrier()  # the other processes of a launch wait for the saved model
     return out_dir / "model"
 
 
-# Settings a resumed run may change: they do not alter the result of the steps still to run.
-RESUMABLE_CHANGES = ("train.save_every", "train.loss_bound")
+# Settings a resumed run may change: they do not alter the result of the steps still to run. grad_accum may change
+# with the process count when the global batch stays the same (the loop refuses any other change: engine.checkpoint).
+RESUMABLE_CHANGES = ("train.save_every", "train.loss_bound", "train.grad_accum")
 
 
 def _status(run_dir: Path) -> str | None:
@@ -304,11 +313,12 @@ def audit(model_dir: str | Path, bench: Benchmark, cfg: AuditConfig | None = Non
     key = cache_key(weights_fingerprint(model_dir), bench.fingerprint(), bench.forget_split, dataclasses.asdict(cfg),
                 AUDIT_CACHE_VERSION)
     cache = model_dir / "audits" / f"{key}.json"
-    if use_cache and cache.exists():
+    if all_agree(use_cache and cache.exists()):  # every process of a launch decides alike, or the sharded passes hang
         log(f"[obliviate] audit of {model_dir}: cached")
         return json.loads(cache.read_text())
     log(f"[obliviate] auditing {model_dir}")
     net, tok = load_model(model_dir, dtype="auto", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    set_prompt_spec(tok, cfg.prompt)
     from .data.validate import check_prompts, model_context
 
     check_prompts(bench, tok, cfg.max_length, {k: v for k, v in bench.eval_splits().items() if k in cfg.splits},
@@ -320,14 +330,22 @@ def audit(model_dir: str | Path, bench: Benchmark, cfg: AuditConfig | None = Non
 
 
 def audit_report(results: dict[str, dict], oracle: str | None, main: str, config: dict, run_dir: str | Path,
-                 log=print) -> dict:
-    """Compare every audited model with the oracle, write report.json for ``main``, print the table."""
+                 log=print, oracle_logs: str | Path | None = None) -> dict:
+    """Compare every audited model with the oracle, write report.json for ``main`` and, beside it, open-unlearning's
+    TOFU_EVAL.json and TOFU_SUMMARY.json; print the table. ``oracle_logs``: a retain model's TOFU_EVAL.json from
+    open-unlearning, the reference instead of an audited oracle."""
+    from .audit.open_unlearning import read_reference, write_eval_logs
+
     ref = results.get(oracle) if oracle else None
+    if ref is None and oracle_logs:
+        ref = read_reference(oracle_logs)
+        config = {**config, "oracle_logs": str(oracle_logs)}
     for r in results.values():
         compare_to_oracle(r, ref)
     report = build_report(results[main], config, {k: v for k, v in results.items() if k != main}, model_name=main,
                           oracle=oracle)
     path = write_report(run_dir, report)
+    write_eval_logs(run_dir, results[main])
     log("\n" + format_table({name: r["metrics"] for name, r in results.items()}))
     log(f"\n[obliviate] report: {path}")
     try:  # the page is a view of report.json: failing to draw it must not fail the run
@@ -345,10 +363,12 @@ def unlearn_and_audit(model: str | Path, bench: Benchmark, method: str, hparams:
                       cfg: TrainConfig | dict | None, out_dir: str | Path, oracle: str | Path | None = None,
                       audit_cfg: AuditConfig | None = None, config: dict | None = None, resume: bool = False,
                       lora: dict | None = None, coreset: tuple[str, float] | None = None, progress: bool = True,
-                      log=print, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+                      log=print, allow_pickle: bool = False, trust_remote_code: bool = False,
+                      oracle_logs: str | Path | None = None) -> Path:
     """``obliviate unlearn``: unlearn; with an ``oracle``, audit target, oracle and unlearned model, write the report.
 
     The target and oracle are audited first (and cached), so a problem with the audit's data shows before training.
+    ``oracle_logs`` (open-unlearning's TOFU_EVAL.json of a retain model) stands in for the oracle.
     """
     from .data.validate import check_perturbed
 
@@ -359,31 +379,40 @@ def unlearn_and_audit(model: str | Path, bench: Benchmark, method: str, hparams:
     check_run_folder(out_dir, inputs)
     load = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
     results = {}
-    if oracle:
+    if oracle or oracle_logs:
         check_perturbed(bench, forget_quality=True)
-        results = {"target": audit(model, bench, audit_cfg, progress=progress, log=log, **load),
-                   "oracle": audit(oracle, bench, audit_cfg, progress=progress, log=log, **load)}
+        if oracle_logs and not oracle:
+            from .audit.open_unlearning import read_reference
+
+            read_reference(oracle_logs)  # a bad file is refused before anything trains
+        results = {"target": audit(model, bench, audit_cfg, progress=progress, log=log, **load)}
+        if oracle:
+            results["oracle"] = audit(oracle, bench, audit_cfg, progress=progress, log=log, **load)
     out = unlearn(model, bench, method, hparams, cfg, out_dir, resume=resume, progress=progress, log=log, lora=lora,
                   coreset=coreset, **load)
     log(f"unlearned model: {out}")
-    if oracle:
+    if oracle or oracle_logs:
         results["unlearned"] = audit(out, bench, audit_cfg, progress=progress, log=log)
-        with run_folder(out_dir, inputs):
-            audit_report(results, "oracle", "unlearned", {**(config or {}), "train": dataclasses.asdict(cfg)},
-                         out_dir, log=log)
+        if launched()[1] == 0:  # the main process writes the report
+            with run_folder(out_dir, inputs):
+                audit_report(results, "oracle" if oracle else None, "unlearned",
+                             {**(config or {}), "train": dataclasses.asdict(cfg)}, out_dir, log=log,
+                             oracle_logs=oracle_logs)
     return out
 
 
 def finetune_unlearn_audit(bench: Benchmark, model: str, method: str, hparams: dict | None,
                            cfg: TrainConfig | dict | None, out_dir: str | Path,
                            finetune_cfg: TrainConfig | dict | None = None, audit_cfg: AuditConfig | None = None,
-                           config: dict | None = None, progress: bool = True, log=print) -> dict:
+                           config: dict | None = None, progress: bool = True, log=print,
+                           tiny: TinyConfig | None = None) -> dict:
     """The whole job from a base model: fine-tune target and oracle (cached), unlearn the forget split from the target
     into ``out_dir``, audit all three against the oracle, write the report. Returns it. ``cfg`` and ``finetune_cfg``: a
-    TrainConfig, or options on top of the presets for ``model`` (``train_defaults``)."""
+    TrainConfig, or options on top of the presets for ``model`` (``train_defaults``); ``tiny``: the tiny model's
+    shape and initialisation seed."""
     audit_cfg = audit_cfg or AuditConfig()
     audit_cfg.validate()
-    models = finetune(bench, model, cfg=finetune_cfg, progress=progress, log=log)
+    models = finetune(bench, model, cfg=finetune_cfg, tiny=tiny, progress=progress, log=log)
     cfg = train_config("unlearn", models["target"], cfg)
     unlearned = unlearn(models["target"], bench, method, hparams, cfg, out_dir, progress=progress, log=log)
     results = {name: audit(models[name], bench, audit_cfg, progress=progress, log=log) for name in ("target", "oracle")}
@@ -411,21 +440,34 @@ def _audit_inputs(bench: Benchmark, cfg: AuditConfig | None, out_dir, model, ora
 def audit_models(model: str | Path, bench: Benchmark, cfg: AuditConfig | None, out_dir: str | Path,
                  oracle: str | Path | None = None, target: str | Path | None = None, config: dict | None = None,
                  progress: bool = True, log=print, allow_pickle: bool = False,
-                 trust_remote_code: bool = False) -> dict:
-    """``obliviate audit``: audit ``model`` (and the target and oracle beside it), write report.json and the page."""
+                 trust_remote_code: bool = False, oracle_logs: str | Path | None = None) -> dict:
+    """``obliviate audit``: audit ``model`` (and the target and oracle beside it), write report.json and the page.
+    ``oracle_logs``: open-unlearning's TOFU_EVAL.json of a retain model, the reference when there is no ``oracle``.
+    Under ``accelerate launch`` the passes are sharded over the processes and the main one writes the report (the
+    others return ``{}``)."""
     cfg, roles, inputs = _audit_inputs(bench, cfg, out_dir, model, oracle, target)
+    join_processes()
+    if oracle_logs and not oracle:
+        from .audit.open_unlearning import read_reference
+
+        read_reference(oracle_logs)  # a bad file is refused before any audit runs
     load = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
     results = {role: audit(path, bench, cfg, progress=progress, log=log, **load) for role, path in roles.items()}
+    if launched()[1] != 0:
+        return {}
     with run_folder(out_dir, inputs):
-        return audit_report(results, "oracle" if oracle else None, "model", config or {}, out_dir, log=log)
+        return audit_report(results, "oracle" if oracle else None, "model", config or {}, out_dir, log=log,
+                            oracle_logs=oracle_logs)
 
 
 def certify_model(model: str | Path, bench: Benchmark, out_dir: str | Path, oracle: str | Path | None = None,
                   target: str | Path | None = None, certify_config: str | Path | None = None,
                   audit_cfg: AuditConfig | None = None, config: dict | None = None, log=print,
-                  allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
+                  allow_pickle: bool = False, trust_remote_code: bool = False,
+                  calibration: str | Path | None = None) -> dict:
     """``obliviate audit --certify``: the battery that catches fake forgetting, against the oracle; writes
-    certificate.json, report.json and the page. Returns the certificate.
+    certificate.json, report.json and the page. Returns the certificate. ``calibration``: a ``calibration.json`` of
+    ``obliviate calibrate`` whose derived thresholds replace the defaults (``audit.calibrate.apply_calibration``).
 
     The base audit of each saved model goes through ``audit`` (cached beside the model), so a model audited before with
     the certificate's settings is not audited again."""
@@ -433,6 +475,10 @@ def certify_model(model: str | Path, bench: Benchmark, out_dir: str | Path, orac
 
     audit_cfg, roles, inputs = _audit_inputs(bench, audit_cfg, out_dir, model, oracle, target)
     ccfg = load_certify_config(certify_config)
+    if calibration is not None:
+        from .audit.calibrate import apply_calibration
+
+        ccfg = apply_calibration(ccfg, calibration, len(bench.forget), log)
     load = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
     base_cfg = base_audit_config(ccfg, audit_cfg)
     audits = {role: audit(path, bench, base_cfg, progress=False, log=log, **load) for role, path in roles.items()

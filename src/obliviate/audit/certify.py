@@ -35,7 +35,7 @@ import numpy as np
 
 from ..config import AuditConfig, from_dict, load_yaml
 from ..data.benchmark import Benchmark
-from ..data.collate import PromptFormat
+from ..data.collate import PromptFormat, set_prompt_spec
 from ..errors import ConfigError
 from ..io import write_json
 from .checks import CHECKS, MISSING, Check, Skip, checks_markdown
@@ -521,6 +521,8 @@ def certify(model, bench: Benchmark, oracle=None, target=None, cfg: CertifyConfi
             if key not in loaded:
                 loaded[key] = load_model(spec, dtype="auto", **(load_options or {}))
             net, tok = loaded[key]
+        if audit_cfg is not None:  # every sub-audit prompts as the base audit does
+            set_prompt_spec(tok, audit_cfg.prompt)
         models[role] = (net, tok, key)
     t0 = time.time()
     cert, results = run_battery(models, bench, cfg, log, cache, audit_cfg, audits)

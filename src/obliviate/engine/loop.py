@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig
-from ..data.collate import PromptFormat, pad_batch
+from ..data.collate import PromptFormat, pad_batch, set_prompt_spec
 from ..data.records import QAItem
 from ..errors import DataError, TrainingError
 from ..io import append_jsonl, read_jsonl, write_json, write_text
+from ..threads import rebalance
 from .checkpoint import check_global_batch, load_checkpoint, save_checkpoint
 from .distributed import check_strategy, global_micro, losses_of_all, mean_over_processes, process_shard
 from .pairing import Schedule
@@ -106,6 +107,7 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     from tqdm.auto import tqdm
 
     cfg.validate()
+    set_prompt_spec(tokenizer, cfg.prompt)  # the setting's prompt format, for the loop and the method's own passes
     primary = method.primary
     if not data.get(primary):
         raise DataError(f"the {primary} split is empty: nothing to train on")
@@ -184,6 +186,7 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
                disable=not (progress and accelerator.is_main_process), unit="step", dynamic_ncols=True)
     t0 = time.time()
     while step < total_steps:
+        rebalance()  # this job's share of the CPUs, re-read as other jobs start and end
         logs_acc: dict[str, float] = {}
         for k in range(cfg.grad_accum):
             micro = global_micro(step, k, cfg.grad_accum, world, rank)

@@ -116,6 +116,7 @@ class AltPO(RetainTerm, Method):
 
     reference = "logprobs"
     reference_streams = ("forget", "forget_alt")
+    needs_qa = "question-answer items (alternate answers are sampled for each forget question)"
     bounds = {"beta": (1e-6, None), "gamma": (0, None), "alpha": (0, None), "temperature": (1e-3, None),
               "max_new_tokens": (1, None)}
     choices = {"retain_loss": RETAIN_LOSSES, "decoding": ("sample", "greedy")}

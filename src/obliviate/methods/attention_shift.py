@@ -93,6 +93,7 @@ class AttentionShift(Method):
 
     uses_retain = True
     reference_streams = ()
+    needs_qa = "question-answer items (it shifts attention within each question and answer)"
     bounds = {"rare_df": (0, 1), "top_fraction": (1e-6, 1), "gamma": (0, None), "alpha": (0, None), "mu": (0, None),
               "last_layers": (0, None)}
     choices = {"importance": ("rarity", "saliency"), "queries": ("answer", "all")}

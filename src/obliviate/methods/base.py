@@ -8,7 +8,9 @@ The engine knows nothing about any single method; it reads three class attribute
 * ``reference``: ``"none"``, ``"logprobs"`` (the frozen starting model's sequence log-probs over the forget set,
   computed once and cached) or ``"model"`` (the frozen model is kept for full distributions, e.g. the KL retain loss);
 * ``primary``: the name of the stream the engine fills from the main data (``"forget"``, or ``"train"`` for fine-tuning);
-* ``reference_streams``: the streams whose reference log-probs are cached (default the forget stream).
+* ``reference_streams``: the streams whose reference log-probs are cached (default the forget stream);
+* ``needs_qa``: empty, or what a method built on question-answer items needs (refused on a document corpus);
+* ``whole_model``: empty, or the whole-model state the method keeps (refused when FSDP or DeepSpeed shard the weights).
 
 Streams other than the primary and ``retain`` are *aligned* with the primary: item i of stream ``forget_idk`` goes
 with forget item i (an alternate answer, say). ``setup`` may add such streams, or freeze parameters, before the
@@ -57,6 +59,10 @@ class Method:
     # hyperparameter -> (low, high) inclusive bounds checked by validate(); None means unbounded on that side
     bounds: ClassVar[dict[str, tuple[float | None, float | None]]] = {}
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # what a method built on question-answer structure needs (non-empty): it is refused on a document corpus
+    needs_qa: ClassVar[str] = ""
+    # what whole-model state the method keeps (non-empty): refused under FSDP/DeepSpeed sharding (engine.distributed)
+    whole_model: ClassVar[str] = ""
 
     def loss(self, model, batch: dict, ref) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -163,7 +169,9 @@ class RetainTerm:
         return self.alpha > 0 and self.retain_loss != "none"
 
     def needs_reference(self) -> str:
-        return "model" if self.uses_retain and self.retain_loss == "kl" else self.reference
+        from .losses import KL_RETAIN_LOSSES
+
+        return "model" if self.uses_retain and self.retain_loss in KL_RETAIN_LOSSES else self.reference
 
     def with_retain(self, forget: torch.Tensor, model, batch: dict, ref, **logs: float
                     ) -> tuple[torch.Tensor, dict[str, float]]:

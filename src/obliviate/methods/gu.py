@@ -84,6 +84,7 @@ class GU(Method):
     last_layers: int = 5
 
     uses_retain = True
+    whole_model = "its projection of the whole parameter vector onto the retain gradients"
     bounds = {"gamma": (0, None), "alpha": (0, None), "basis_size": (1, None), "inject_tangent": (0, 1),
               "last_layers": (0, None)}
     choices = {"retain_loss": ("kl", "nll"), "refresh": ("fifo", "freeze"), "mode": ("per_tensor", "global"),

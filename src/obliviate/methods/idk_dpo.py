@@ -30,6 +30,7 @@ class IdkDPO(RetainTerm, Method):
 
     reference = "logprobs"
     reference_streams = ("forget", "forget_idk")
+    needs_qa = "question-answer items (each forget question gets an \"I don't know\" answer)"
     bounds = {"beta": (1e-6, None), "gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": RETAIN_LOSSES}
 

@@ -24,6 +24,7 @@ class IdkNLL(RetainTerm, Method):
     idk_file: str = ""
     seed: int = 0
 
+    needs_qa = "question-answer items (each forget question gets an \"I don't know\" answer)"
     bounds = {"gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": RETAIN_LOSSES}
 

@@ -234,6 +234,8 @@ class KFADE(Method):
 
     trains = False
     uses_retain = True
+    needs_qa = "question-answer items (its curvature is taken at the answer tokens)"
+    whole_model = "its Kronecker curvature factors of every layer"
     bounds = {"steps": (1, None), "step_size": (0, None), "damping": (1e-12, None), "retain_samples": (0, None),
               "kl_samples": (1, None)}
     choices = {"curvature": ("kfac", "ekfac"), "fisher_labels": ("sampled", "empirical"), "positions": ("answer", "all"),

@@ -79,6 +79,8 @@ class ReVa(Method):
     uses_retain = True
     reference = "model"
     reference_streams = ()
+    needs_qa = "question-answer items (refusal vectors come from the forget questions)"
+    whole_model = "its activation hooks and refusal vectors"
     bounds = {"layer": (0, None), "steering_coeff": (0, None), "normalize": (0, 1), "gamma": (0, None),
               "alpha": (0, None)}
     choices = {"direction": ("refusal", "diff")}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import Method, RetainTerm, register
-from .losses import RETAIN_LOSSES, retain_loss, rmu_act_loss
+from .losses import KL_RETAIN_LOSSES, RETAIN_LOSSES, retain_loss, rmu_act_loss
 from .shared import freeze_all_but, layer_activations, steering_pattern, trainable_regex
 
 
@@ -46,11 +46,12 @@ class RMU(RetainTerm, Method):
     seed: int = 0
 
     reference_streams = ()
+    whole_model = "its activation hooks on a decoder layer"
     bounds = {"layer": (0, None), "steering_coeff": (0, None), "gamma": (0, None), "alpha": (0, None)}
     choices = {"retain_loss": ("embed_diff", *RETAIN_LOSSES)}
 
     def needs_reference(self):
-        return "model" if self.uses_retain and self.retain_loss in ("embed_diff", "kl") else "none"
+        return "model" if self.uses_retain and self.retain_loss in ("embed_diff", *KL_RETAIN_LOSSES) else "none"
 
     def trainable_regex(self) -> str:
         return trainable_regex(self.layer, self.trainable)

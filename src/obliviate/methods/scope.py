@@ -95,6 +95,7 @@ class Scope(Method):
     scope_loss: str = "kl"
     benign_df: float = 0.05
 
+    needs_qa = "question-answer items (its trigger is the benign words of the questions)"
     bounds = {"scope_weight": (0, None), "benign_df": (0, 1)}
     choices = {"scope_loss": ("kl", "nll")}
 

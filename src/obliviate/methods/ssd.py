@@ -63,6 +63,7 @@ class SSD(Method):
 
     trains = False
     uses_retain = True
+    whole_model = "its per-parameter importances"
     bounds = {"alpha": (0, None), "dampening": (0, None), "exponent": (0, None), "max_batches": (0, None)}
     choices = {"importance_data": ("retain", "full")}
 

@@ -42,6 +42,7 @@ class TaskVector(Method):
     alpha: float = 1.0
 
     trains = False
+    needs_qa = "question-answer items (its fine-tuned copy trains on them)"
     bounds = {"alpha": (0, None)}
 
     def apply(self, model, tokenizer, data, cfg, run_dir):

@@ -150,6 +150,7 @@ def _items_table(report: dict, colors: dict[str, str]) -> str:
     before = {r.get("index", i): r for i, r in enumerate(before_rows)}
     have_before = bool(before)
     have_gen = any("generation" in r for r in rows)
+    have_flu = any("fluency_nonword_share" in r for r in rows)   # audit.fluency.annotate_rows
     ordered = sorted(rows, key=lambda r: -(num(r.get("prob")) or 0.0))
     shown, hidden = ordered[:MAX_ITEMS], max(0, len(ordered) - MAX_ITEMS)
     red = (192, 57, 43)
@@ -167,6 +168,10 @@ def _items_table(report: dict, colors: dict[str, str]) -> str:
         if have_before:
             head.append(sortable_th("generation before", "text", target))
         head += [sortable_th("generation after", "text", main), sortable_th("ROUGE after", "num", "ROUGE-L")]
+    if have_flu:
+        head += [sortable_th("non-words", "num", "share of the generation's tokens that are not words"),
+                 sortable_th("ref ppl", "num", "the reference model's perplexity of the generation"),
+                 sortable_th("entropy", "num", "RWKU's bi/tri-gram fluency entropy (low: repetitive)")]
     if have_before:
         head.append(sortable_th("TR before", "num", "truth ratio"))
     head.append(sortable_th("TR after", "num", "P(false)/P(true)"))
@@ -185,6 +190,9 @@ def _items_table(report: dict, colors: dict[str, str]) -> str:
                 cells.append(_gen_td(b.get("generation"), num(b.get("rougeL_recall"))))
             cells.append(_gen_td(r.get("generation"), num(r.get("rougeL_recall"))))
             cells.append(num_td(r.get("rougeL_recall"), red))
+        if have_flu:
+            cells += [num_td(r.get("fluency_nonword_share"), red), num_td(r.get("fluency_ref_ppl")),
+                      num_td(r.get("fluency_ngram_entropy"))]
         if have_before:
             cells.append(num_td(b.get("truth_ratio")))
         cells.append(num_td(r.get("truth_ratio")))
@@ -233,6 +241,21 @@ def _config_line(config: dict) -> str:
     if hp:
         parts.append(f"hyperparameters <code>{esc(fmt(hp))}</code>")
     return " &middot; ".join(parts)
+
+
+def _protocol_html(report: dict) -> str:
+    """The audit's protocol and prompt format, with the prompt a question became (report.json's ``prompt_format``)."""
+    pf = report.get("prompt_format") or {}
+    if not pf and "protocol" not in report:
+        return ""
+    rows = [("protocol", report.get("protocol", "obliviate")), ("prompt format", pf.get("name", "?")),
+            ("chat template used", pf.get("chat_template_used")), ("system prompt", pf.get("system_prompt") or "none"),
+            ("date string", pf.get("date_string"))]
+    cells = "".join(f"<tr><td>{esc(k)}</td><td><code>{esc(fmt(v))}</code></td></tr>" for k, v in rows)
+    example = pf.get("example_prompt")
+    return ("<h3>Protocol and prompt format</h3>"
+            f'<table class="mini"><tbody>{cells}</tbody></table>'
+            + (f"<p>Each question became this prompt:</p><pre>{esc(example)}</pre>" if example else ""))
 
 
 def render_run_report(report: dict, records: Sequence[dict] | None = None, certificate: dict | None = None,
@@ -300,6 +323,7 @@ def render_run_report(report: dict, records: Sequence[dict] | None = None, certi
         _items_table(report, colors),
         '<h2 id="details">Run details</h2>',
         _other_metrics_table(report),
+        _protocol_html(report),
         f'<h3>Audit cost ({esc(main)})</h3><pre>{esc(json.dumps(report.get("cost", {}), indent=1, default=str))}</pre>',
         f'<h3>Configuration</h3><pre>{esc(json.dumps(config, indent=1, ensure_ascii=False, default=str))}</pre>',
         f'<h3>Versions</h3><pre>{esc(json.dumps(report.get("versions", {}), indent=1, default=str))}</pre>',

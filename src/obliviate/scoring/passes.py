@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..data.collate import PromptFormat, pad_batch, pad_prompts_left
 from ..data.records import QAItem
 from ..logprobs import forward_logits, shift
+from ..threads import rebalance
 
 
 def process_shard() -> tuple[int, int]:
@@ -70,6 +71,7 @@ def score_sequences(model, encs, pad_id: int, batch_size: int) -> list[SeqScore]
     out: list[SeqScore | None] = [None] * len(encs)
     world, rank = process_shard()
     for start in range(rank * batch_size, len(order), batch_size * world):
+        rebalance()
         chunk = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in pad_batch([encs[i] for i in chunk], pad_id).items()}
         logits, labels, mask = shift(forward_logits(model, batch), batch["labels"])
@@ -156,6 +158,7 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
         batch_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=seeds)) if sample else 0  # drawn on all ranks
         if b % world != rank:
             continue
+        rebalance()
         chunk = order[start:start + batch_size]
         padded = pad_prompts_left([prompts[i] for i in chunk], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in padded.items()}
