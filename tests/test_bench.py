@@ -90,3 +90,23 @@ def test_cli_bench_errors_are_one_line(capsys, small_bench_dir, tmp_path):
     assert main(["bench", "--methods", "NPO", "--seeds", "a", *common]) == 2
     assert "--seeds" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing ran
+
+
+def test_workers_unlearn_runs_side_by_side_and_equal_one_after_the_other(small_bench, small_bench_dir, trained_models,
+                                                                          tmp_path):
+    """--workers 2: two processes unlearn at once; the bench reuses their runs and its rows equal a sequential bench."""
+    runs = plan(["GradAscent", "NPO"], {}, {})
+    acfg = AuditConfig(generate=False, splits=["forget", "retain", "holdout"])
+    cfg = TrainConfig(lr=1e-3, max_steps=2, batch_size=4, scheduler="constant")
+    data = {"data": str(small_bench_dir), "forget_split": "forget10", "authors": 0, "facts_per_author": 0}
+    one = run_bench(small_bench, runs, tmp_path / "one", cfg, acfg, models=trained_models, progress=False,
+                    log=lambda *a: None)
+    logs = []
+    two = run_bench(small_bench, runs, tmp_path / "two", cfg, acfg, models=trained_models, progress=False,
+                    log=logs.append, workers=2, data_args=data)
+    assert any("2 runs on 2 worker processes" in str(x) for x in logs)
+    assert sum("using the finished run" in str(x) for x in logs) == 2  # the workers' runs, audited here
+    for a, b in zip(one[2:], two[2:]):
+        assert a["status"] == b["status"] == "ok"
+        assert a["forget_prob"] == pytest.approx(b["forget_prob"], rel=1e-6)
+        assert a["steps"] == b["steps"] == 2

@@ -344,3 +344,48 @@ def test_docchunk_keeps_entity(random_model):
     _, tok = random_model
     chunks = chunk_documents([Document("one two three four five six", id="a", entity="E")], tok, max_length=4)
     assert all(isinstance(c, DocChunk) and c.entity == "E" for c in chunks)
+
+
+def test_unlearn_a_users_own_corpus_from_the_command_line(trained_models, tmp_path, capsys):
+    """obliviate unlearn --forget-corpus: the user's documents on their model, the forget text's NLL rising; a QA-only
+    method and a missing retain corpus are one line, exit 2, nothing written."""
+    import json
+
+    import torch
+
+    from obliviate.cli import main
+    from obliviate.data.documents import chunk_documents, read_corpus
+    from obliviate.logprobs import forward_logits, nll_mean
+    from obliviate.models import load_model
+
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text("\n".join(json.dumps({"text": f"The lighthouse keeper Orvan Tesk logged storm {i} at dawn and "
+                                                    f"wrote the tide tables by hand."}) for i in range(6)))
+    retain = tmp_path / "retain.txt"
+    retain.write_text("Rivers run to the sea. The harbour opens at six and closes at nine every day of the week.")
+    common = ["unlearn", "--model", str(trained_models["target"]), "--forget-corpus", str(forget), "--max-steps", "3",
+              "--batch-size", "2", "--lr", "1e-3", "--max-length", "32", "--quiet"]
+
+    def forget_nll(model_dir):
+        net, tok = load_model(model_dir)
+        chunks = chunk_documents(read_corpus(forget), tok, 32)
+        from obliviate.data.collate import pad_batch
+        from obliviate.data.documents import encode_text
+
+        batch = pad_batch([encode_text(c, tok, 32) for c in chunks], tok.pad_token_id)
+        with torch.no_grad():
+            return nll_mean(forward_logits(net, batch), batch["labels"]).item()
+
+    out = tmp_path / "ga"
+    assert main([*common, "--method", "GradAscent", "--out", str(out)]) == 0
+    assert json.loads((out / "status.json").read_text())["state"] == "completed"
+    assert forget_nll(out / "model") > forget_nll(trained_models["target"])
+    assert main([*common, "--method", "GradDiff", "--retain-corpus", str(retain), "--out", str(tmp_path / "gd")]) == 0
+    capsys.readouterr()
+    for extra, needle in ((["--method", "IdkDPO"], "needs question-answer items"),
+                          (["--method", "GradDiff"], "give --retain-corpus")):
+        bad = tmp_path / "bad"
+        assert main([*common, *extra, "--out", str(bad)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0]
+        assert not bad.exists()

@@ -262,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--out", default="runs/unlearn", help="run folder (default runs/unlearn)")
     un.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     un.add_argument("--oracle", help="oracle model folder: audit after unlearning and compare (default: no audit)")
+    un.add_argument("--forget-corpus", metavar="FILE",
+                    help="unlearn a document corpus instead of the benchmark's forget split: a .txt (one document) or "
+                         "any data file of documents (field 'text'); trained on max-length token windows, every token "
+                         "a target (docs/documents.md; default: none)")
+    un.add_argument("--retain-corpus", metavar="FILE", help="documents for the retain term, with --forget-corpus "
+                                                             "(default: none)")
+    un.add_argument("--stride", type=int, help="with --forget-corpus: tokens between window starts (default "
+                                               "max-length: windows do not overlap)")
     un.add_argument("--oracle-logs", help="open-unlearning's TOFU_EVAL.json of a retain model: the forget-quality and "
                                           "privleak reference instead of --oracle (audits after unlearning; default: "
                                           "none)")
@@ -359,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--grid", type=_kv, action="append", metavar="METHOD:KEY=V1,V2",
                     help="try each value (a grid over several keys is their product); repeatable (default: none)")
     be.add_argument("--seeds", default="0", help="comma-separated seeds; every run is repeated per seed (default 0)")
+    be.add_argument("--workers", type=int, default=1,
+                    help="unlearning runs at once, each its own process: one per GPU where there are GPUs, else a "
+                         "share of the CPU cores each (default 1: one after the other)")
     be.add_argument("--model", default="tiny", help="base model for target and oracle (default: the tiny model)")
     be.add_argument("--no-presets", action="store_true",
                     help="use each method's own defaults even on the tiny model (by default the tiny model gets "
@@ -607,6 +618,16 @@ def cmd_unlearn(args) -> int:
 
     # every input is checked before anything is written: options, data, output folder, then method and model
     cfg = train_config("unlearn", args.model, _train_options(args))
+    if args.forget_corpus:
+        from .pipeline import unlearn_documents
+
+        out = unlearn_documents(args.model, args.forget_corpus, args.retain_corpus, args.method, _hparams(args), cfg,
+                                args.out, stride=args.stride, resume=args.resume, progress=not args.quiet,
+                                **_safety(args))
+        print(f"unlearned model: {out}")
+        return 0
+    if args.retain_corpus or args.stride is not None:
+        raise ConfigError("--retain-corpus and --stride go with --forget-corpus")
     acfg = _audit_config(args)
     bench = _data(args)
     unlearn_and_audit(args.model, bench, args.method, _hparams(args), cfg, args.out, oracle=args.oracle,
@@ -763,8 +784,12 @@ def cmd_bench(args) -> int:
     cfg = train_config("unlearn", args.model, _train_options(args))
     bench = _data(args)
     command = "obliviate bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "obliviate bench"
+    if args.workers < 1:
+        raise ConfigError(f"bench: --workers = {args.workers} must be at least 1")
+    data_args = {"data": args.data, "forget_split": args.forget_split, "authors": args.authors,
+                 "facts_per_author": args.facts_per_author}
     run_bench(bench, runs, args.out, cfg, _audit_config(args), args.model, force=args.force, markdown=args.markdown,
-              command=command, progress=not args.quiet)
+              command=command, progress=not args.quiet, workers=args.workers, data_args=data_args)
     print(f"bench: {Path(args.out) / 'results.md'}")
     return 0
 

@@ -240,6 +240,66 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     return out_dir / "model"
 
 
+def unlearn_corpus(model, tokenizer, forget: list, retain: list, method: str, hparams: dict | None, cfg: TrainConfig,
+                   run_dir: str | Path, stride: int | None = None, progress: bool = False):
+    """Unlearn the ``forget`` corpus (``Document`` records) from ``model`` with ``method`` on token windows
+    (``data.documents``; ``retain`` feeds its retain term); methods that need question-answer items are refused with
+    one line before anything is trained. Returns the model."""
+    from .data.documents import check_method_for_documents, chunk_documents
+
+    m = make_method(method, **(hparams or {}))
+    check_method_for_documents(m)
+    data = {"forget": chunk_documents(forget, tokenizer, cfg.max_length, stride, where="forget corpus")}
+    if retain:
+        data["retain"] = chunk_documents(retain, tokenizer, cfg.max_length, stride, where="retain corpus")
+    return train(model, tokenizer, m, data, cfg, run_dir, progress=progress)
+
+
+def unlearn_documents(model_dir: str | Path, forget_corpus: str | Path, retain_corpus: str | Path | None, method: str,
+                      hparams: dict | None, cfg: TrainConfig | dict | None, out_dir: str | Path,
+                      stride: int | None = None, resume: bool = False, progress: bool = True, log=print,
+                      allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+    """``obliviate unlearn --forget-corpus FILE``: unlearn a document corpus (any file obliviate reads as documents, or
+    a ``.txt``) from a saved model; the result goes to ``out_dir/model``. Everything is checked before anything is
+    written; ``status.json`` ends ``completed`` only once the model is saved."""
+    from .data.documents import check_method_for_documents, read_corpus
+    from .engine.loop import mark_failed
+
+    out_dir = Path(out_dir)
+    cfg = train_config("unlearn", model_dir, cfg)
+    inputs = {"--model": model_dir, "--forget-corpus": forget_corpus, "--retain-corpus": retain_corpus}
+    check_run_folder(out_dir, inputs)
+    m = make_method(method, **(hparams or {}))
+    check_method_for_documents(m)
+    if stride is not None and not 1 <= stride <= cfg.max_length:
+        raise ConfigError(f"stride = {stride} must be between 1 and max_length ({cfg.max_length}); a larger stride "
+                          "skips tokens")
+    forget = read_corpus(forget_corpus)
+    retain = read_corpus(retain_corpus) if retain_corpus else []
+    if m.uses_retain and not retain:
+        raise ConfigError(f"method {m.name} uses a retain term: give --retain-corpus (or set its retain weight to 0)")
+    run_config = {"method": m.name, "hparams": m.hparams(), "train": dataclasses.asdict(cfg), "model": str(model_dir),
+                  "forget_corpus": str(forget_corpus), "retain_corpus": str(retain_corpus or ""), "stride": stride}
+    if resume:
+        _check_resumable(out_dir, run_config)
+    net, tok = load_model(model_dir, dtype="auto", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    log(f"[obliviate] unlearning {len(forget)} documents with {m.name} {m.hparams()} -> {out_dir}")
+    with run_folder(out_dir, inputs):
+        write_json(out_dir / "status.json", {"state": "running"})
+        try:
+            if not resume:
+                _clear_run(out_dir)
+            write_json(out_dir / "config.json", run_config)
+            net = unlearn_corpus(net, tok, forget, retain, method, hparams, cfg, out_dir, stride, progress)
+            save_model(net, tok, out_dir / "model")
+        except BaseException as e:
+            if not isinstance(e, Exception) or _status(out_dir) == "running":
+                mark_failed(out_dir, e)
+            raise
+        write_json(out_dir / "status.json", {"state": "completed", "model": "model"})
+    return out_dir / "model"
+
+
 # Settings a resumed run may change: they do not alter the result of the steps still to run. grad_accum may change
 # with the process count when the global batch stays the same (the loop refuses any other change: engine.checkpoint).
 RESUMABLE_CHANGES = ("train.save_every", "train.loss_bound", "train.grad_accum")

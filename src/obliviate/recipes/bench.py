@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,12 +161,15 @@ def _row_metrics(metrics: dict) -> dict:
 def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train_cfg: TrainConfig | dict | None = None,
               audit_cfg: AuditConfig | None = None, model: str = "tiny", finetune_cfg: TrainConfig | None = None,
               tiny=None, force: bool = False, markdown: str | Path | None = None, command: str = "",
-              models: dict[str, Path] | None = None, progress: bool = True, log=print) -> list[dict]:
+              models: dict[str, Path] | None = None, progress: bool = True, log=print, workers: int = 1,
+              data_args: dict | None = None) -> list[dict]:
     """Run every ``BenchRun`` from the benchmark's target; write bench.json, results.md (and report.html).
 
     ``train_cfg``: a TrainConfig, or options on top of the unlearning preset for ``model`` (``pipeline.train_defaults``);
     ``finetune_cfg`` likewise for fine-tuning. ``models`` ({"target": dir, "oracle": dir}) skips fine-tuning and uses
-    those models instead.
+    those models instead. ``workers`` > 1 unlearns that many runs at once, each in its own process (``spread_runs``;
+    ``data_args`` are the ``pipeline.load_data`` arguments that rebuild the benchmark there); finished runs are reused
+    and audited here as always.
     """
     from ..engine.run_folder import run_folder
     from ..pipeline import audit, finetune, train_config, unlearn
@@ -183,16 +187,15 @@ def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train
         blur_ref = _blur(models["target"], bench, acfg)  # BLUR's overlap tiers: every run's drop from the target's
         rows[1]["blur"] = tier_drops(blur_ref, _blur(models["oracle"], bench, acfg))
         t_bench = time.time()
+        if workers > 1:
+            spread_runs(bench, runs, out, base, models["target"], workers, data_args, force, log)
         for i, run in enumerate(runs):
-            cfg = dataclasses.replace(base, **{**run.train, "seed": run.seed})
-            run_dir = out / "runs" / f"{run.method}-{run.key()}"
+            cfg, run_dir, config = _run_setup(run, base, out, models["target"])
             row = {"method": run.label, "base_method": run.method,
                    "settings": ",".join(f"{k}={v}" for k, v in run.hparams.items()),
                    "train": {k: getattr(cfg, k) for k in ("lr", "epochs", "max_steps", "batch_size", "scheduler")},
                    "seed": run.seed, "hparams": run.hparams, "run_dir": str(run_dir)}
             log(f"[obliviate] bench {i + 1}/{len(runs)}: {run.label}")
-            config = {"method": run.method, "hparams": run.hparams, "train": dataclasses.asdict(cfg),
-                      "model": str(models["target"])}
             done = run_dir / "bench_run.json"
             try:
                 if not force and _finished(run_dir, config):
@@ -218,6 +221,73 @@ def run_bench(bench: Benchmark, runs: list[BenchRun], out_dir: str | Path, train
             _write_outputs(out, rows, bench, base, acfg, model, command, markdown, time.time() - t_bench, final=False)
         _write_outputs(out, rows, bench, base, acfg, model, command, markdown, time.time() - t_bench, final=True)
         return rows
+
+
+def _run_setup(run: BenchRun, base: TrainConfig, out: Path, target) -> tuple[TrainConfig, Path, dict]:
+    """A run's training settings, its folder, and the config that marks it finished (``bench_run.json``)."""
+    cfg = dataclasses.replace(base, **{**run.train, "seed": run.seed})
+    config = {"method": run.method, "hparams": run.hparams, "train": dataclasses.asdict(cfg), "model": str(target)}
+    return cfg, out / "runs" / f"{run.method}-{run.key()}", config
+
+
+def spread_runs(bench: Benchmark, runs: list[BenchRun], out: Path, base: TrainConfig, target, workers: int,
+                data_args: dict | None, force: bool = False, log=print) -> None:
+    """Unlearn the runs not finished yet on ``workers`` processes at once: worker w takes pending runs w, w + W, ...
+    in a fresh ``python -m obliviate.recipes.bench --worker`` (the benchmark rebuilt from ``data_args``; on a machine
+    with GPUs worker w sees only GPU w mod #GPUs; on CPUs each takes its share of the cores, ``obliviate.threads``).
+    Each finished run writes its ``bench_run.json``; a run a worker could not finish is left to the sequential loop,
+    which retries it and reports its failure in its row."""
+    import os
+    import subprocess
+
+    import torch
+
+    if data_args is None:
+        raise ConfigError("bench: --workers needs the data options that rebuild the benchmark in each worker")
+    jobs = []
+    for run in runs:
+        cfg, run_dir, config = _run_setup(run, base, out, target)
+        if force or not _finished(run_dir, config):
+            jobs.append({"method": run.method, "hparams": run.hparams, "train": dataclasses.asdict(cfg),
+                         "run_dir": str(run_dir), "config": config})
+    if not jobs:
+        return
+    job_file = out / "bench_jobs.json"
+    write_json(job_file, {"data": data_args, "forget_split": bench.forget_split, "target": str(target),
+                          "jobs": jobs})
+    n = min(workers, len(jobs))
+    gpus = torch.cuda.device_count()
+    log(f"[obliviate] bench: {len(jobs)} runs on {n} worker processes")
+    procs = []
+    for w in range(n):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(w % gpus)
+        procs.append(subprocess.Popen([sys.executable, "-m", "obliviate.recipes.bench", "--worker", str(job_file),
+                                       str(w), str(n)], env=env))
+    for proc in procs:
+        proc.wait()
+
+
+def _worker(job_file: str, rank: int, world: int) -> None:
+    """One worker of ``spread_runs``: unlearn jobs rank, rank + world, ... and mark each finished."""
+    from ..pipeline import load_data, unlearn
+    from ..threads import start
+
+    start()
+    spec = json.loads(Path(job_file).read_text())
+    bench = load_data(**spec["data"])
+    for job in spec["jobs"][rank::world]:
+        run_dir = Path(job["run_dir"])
+        (run_dir / "bench_run.json").unlink(missing_ok=True)
+        t0 = time.time()
+        try:
+            unlearn(spec["target"], bench, job["method"], job["hparams"], TrainConfig().with_options(job["train"]),
+                    run_dir, progress=False, log=lambda *a: None)
+        except Exception as e:  # the parent's loop retries it and reports the failure in its row
+            print(f"obliviate bench worker {rank}: {job['method']}: {e}", file=sys.stderr)
+            continue
+        write_json(run_dir / "bench_run.json", {"config": job["config"], "unlearn_s": time.time() - t0})
 
 
 def _fmt(v) -> str:
@@ -316,3 +386,8 @@ def _write_outputs(out: Path, rows, bench, cfg, acfg, model, command, markdown, 
 
     flat = [{k: v for k, v in r.items() if not isinstance(v, dict) and k not in ("run_dir",)} for r in rows]
     render_bench_report(out, flat)
+
+
+if __name__ == "__main__":  # python -m obliviate.recipes.bench --worker JOB_FILE RANK WORLD (spread_runs)
+    if sys.argv[1:2] == ["--worker"] and len(sys.argv) == 5:
+        _worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

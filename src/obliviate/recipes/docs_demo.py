@@ -32,6 +32,7 @@ from ..engine.run_folder import check_run_folder, run_folder
 from ..io import write_json
 from ..methods import make_method
 from ..models import TinyConfig, load_model, save_model, tiny_from_texts
+from ..pipeline import unlearn_corpus
 
 DOCS_DATA = "runs/data/news"
 DOCS_OUT = "runs/demo-docs"
@@ -51,19 +52,6 @@ def finetune_corpus(model, tokenizer, docs: list[Document], cfg: TrainConfig, ru
     """Train ``model`` on ``docs`` (language modelling on ``cfg.max_length``-token windows); return it."""
     chunks = chunk_documents(docs, tokenizer, cfg.max_length, stride, where="train corpus")
     return train(model, tokenizer, make_method("finetune"), {"train": chunks}, cfg, run_dir, progress=progress)
-
-
-def unlearn_corpus(model, tokenizer, forget: list[Document], retain: list[Document], method: str,
-                   hparams: dict | None, cfg: TrainConfig, run_dir: str | Path, stride: int | None = None,
-                   progress: bool = False):
-    """Unlearn the ``forget`` corpus from ``model`` with ``method`` (``retain`` feeds its retain term); methods that
-    need question-answer items are refused with one line before anything is trained."""
-    m = make_method(method, **(hparams or {}))
-    check_method_for_documents(m)
-    data = {"forget": chunk_documents(forget, tokenizer, cfg.max_length, stride, where="forget corpus")}
-    if retain:
-        data["retain"] = chunk_documents(retain, tokenizer, cfg.max_length, stride, where="retain corpus")
-    return train(model, tokenizer, m, data, cfg, run_dir, progress=progress)
 
 
 def corpus_texts(data: MuseData) -> list[str]:
