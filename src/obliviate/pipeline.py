@@ -13,6 +13,7 @@ import dataclasses
 import json
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -182,7 +183,6 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
     split, chosen at the starting model; the audit still measures the whole split (the coreset effect).
     """
     from .data.validate import check_prompts, model_context
-    from .engine.loop import mark_failed
     from .models.lora import apply_lora, lora_options, merge_lora
 
     out_dir = Path(out_dir)
@@ -220,22 +220,10 @@ def unlearn(model_dir: str | Path, bench: Benchmark, method: str, hparams: dict 
         train(net, tok, m, {"forget": forget, "retain": bench.retain}, cfg, out_dir, resume=resume, progress=False)
         barrier()  # returns once the main process has saved the model
         return out_dir / "model"
-    with run_folder(out_dir, inputs):
-        # status.json first: from here until "completed", an interrupted run reads "running" or "failed", never a
-        # completed run whose model is half gone
-        write_json(out_dir / "status.json", {"state": "running"})
-        try:
-            if not resume:
-                _clear_run(out_dir)
-            write_json(out_dir / "config.json", run_config)
-            net = train(net, tok, m, {"forget": forget, "retain": bench.retain}, cfg, out_dir, resume=resume,
-                        progress=progress)
-            save_model(merge_lora(net), tok, out_dir / "model")
-        except BaseException as e:  # the loop records its own failures; this covers clean-up, saving and Ctrl-C
-            if not isinstance(e, Exception) or _status(out_dir) == "running":
-                mark_failed(out_dir, e)
-            raise
-        write_json(out_dir / "status.json", {"state": "completed", "model": "model"})
+    with _training_run(out_dir, inputs, run_config, resume):
+        net = train(net, tok, m, {"forget": forget, "retain": bench.retain}, cfg, out_dir, resume=resume,
+                    progress=progress)
+        save_model(merge_lora(net), tok, out_dir / "model")
     barrier()  # the other processes of a launch wait for the saved model
     return out_dir / "model"
 
@@ -263,7 +251,6 @@ def unlearn_documents(model_dir: str | Path, forget_corpus: str | Path, retain_c
     a ``.txt``) from a saved model; the result goes to ``out_dir/model``. Everything is checked before anything is
     written; ``status.json`` ends ``completed`` only once the model is saved."""
     from .data.documents import check_method_for_documents, read_corpus
-    from .engine.loop import mark_failed
 
     out_dir = Path(out_dir)
     cfg = train_config("unlearn", model_dir, cfg)
@@ -284,20 +271,31 @@ def unlearn_documents(model_dir: str | Path, forget_corpus: str | Path, retain_c
         _check_resumable(out_dir, run_config)
     net, tok = load_model(model_dir, dtype="auto", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     log(f"[obliviate] unlearning {len(forget)} documents with {m.name} {m.hparams()} -> {out_dir}")
+    with _training_run(out_dir, inputs, run_config, resume):
+        net = unlearn_corpus(net, tok, forget, retain, method, hparams, cfg, out_dir, stride, progress)
+        save_model(net, tok, out_dir / "model")
+    return out_dir / "model"
+
+
+@contextmanager
+def _training_run(out_dir: Path, inputs: dict, run_config: dict, resume: bool):
+    """A run folder's life around training and saving ``out_dir/model``: locked, ``status.json`` "running" first (an
+    interrupted run then reads "running" or "failed", never a completed run whose model is half gone), an earlier
+    run's outputs cleared unless resuming, ``config.json`` written; "completed" only once the body returns."""
+    from .engine.loop import mark_failed
+
     with run_folder(out_dir, inputs):
         write_json(out_dir / "status.json", {"state": "running"})
         try:
             if not resume:
                 _clear_run(out_dir)
             write_json(out_dir / "config.json", run_config)
-            net = unlearn_corpus(net, tok, forget, retain, method, hparams, cfg, out_dir, stride, progress)
-            save_model(net, tok, out_dir / "model")
-        except BaseException as e:
+            yield
+        except BaseException as e:  # the loop records its own failures; this covers clean-up, saving and Ctrl-C
             if not isinstance(e, Exception) or _status(out_dir) == "running":
                 mark_failed(out_dir, e)
             raise
         write_json(out_dir / "status.json", {"state": "completed", "model": "model"})
-    return out_dir / "model"
 
 
 # Settings a resumed run may change: they do not alter the result of the steps still to run. grad_accum may change
