@@ -128,8 +128,9 @@ def _prompt(args):
 def _train_options(args) -> dict:
     """The training options the user gave (command line or --config), by TrainConfig field name."""
     options = {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None}
-    if _prompt(args) is not None:
-        options["prompt"] = _prompt(args)
+    prompt = _prompt(args)
+    if prompt is not None:
+        options["prompt"] = prompt
     return options
 
 

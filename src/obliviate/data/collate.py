@@ -82,12 +82,15 @@ class PromptFormat:
         return answer if self.chat else self.spec.answer_prefix + answer
 
     def prompt_ids(self, question: str) -> list[int]:
-        text = self.prompt(question)
+        return self._ids(self.prompt(question))
+
+    def _ids(self, prompt: str) -> list[int]:
         # A chat template already writes the BOS token as text; a plain prompt lets the tokenizer add it.
-        return self.tok(text, add_special_tokens=not self.chat)["input_ids"]
+        return self.tok(prompt, add_special_tokens=not self.chat)["input_ids"]
 
     def encode(self, question: str, answer: str, where: str = "") -> Encoded:
-        p_ids = self.prompt_ids(question)
+        prompt = self.prompt(question)  # rendered once: a chat template is a Jinja render per call
+        p_ids = self._ids(prompt)
         target = self.target(answer)
         if len(p_ids) >= self.max_length:
             raise DataError(f"{where or 'record'}: field 'question' is {len(p_ids)} tokens, longer than max_length "
@@ -99,7 +102,7 @@ class PromptFormat:
                 full = self.tok(self._render(self._messages(question, answer), False),
                                 add_special_tokens=False)["input_ids"]
             else:
-                full = self.tok(self.prompt(question) + target, add_special_tokens=True)["input_ids"]
+                full = self.tok(prompt + target, add_special_tokens=True)["input_ids"]
             if full[-1] != self.tok.eos_token_id:
                 full = full + [self.tok.eos_token_id]
             a_ids = full[len(p_ids):]
@@ -107,7 +110,7 @@ class PromptFormat:
             a_ids = self.tok(target, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
         a_ids = a_ids[: self.max_length - len(p_ids)]
         ids = p_ids + a_ids
-        return Encoded(ids, [IGNORE] * len(p_ids) + a_ids, self.prompt(question), target, len(p_ids))
+        return Encoded(ids, [IGNORE] * len(p_ids) + a_ids, prompt, target, len(p_ids))
 
     def describe(self) -> dict:
         """What report.json records of the format: the spec, whether the chat template was used, an example prompt."""
