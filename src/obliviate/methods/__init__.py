@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (each registers itself)  # noqa: F401  # noqa: F4
     reva,
     rlcp,
     rmu,
+    sam,
     satimp,
     scope,
     shred,
