@@ -22,6 +22,10 @@ from .config import (
     DATE_STRING,
     DEMO_METHOD,
     DEMO_OUT,
+    FORGET_METHOD,
+    FORGET_OUT,
+    FORGET_TRAIN,
+    FORGET_TRAINABLE,
     PRETRAINED_FINETUNE,
     PRETRAINED_LEARN,
     PRETRAINED_UNLEARN,
@@ -88,6 +92,11 @@ def _add_train_options(p: argparse.ArgumentParser, presets: dict[str, TrainConfi
                    help=f"stop the run, keeping the last checkpoint, when |loss| exceeds this or is NaN/inf "
                         f"({d('loss_bound')})")
     g.add_argument("--seed", type=int, help=f"seed of the data order, initialisation and sampling ({d('seed')})")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help=f"bf16 autocast of the training steps: auto = on a CUDA GPU that supports it, never on a CPU "
+                        f"({d('precision')})")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model for the training steps (compiling takes a minute or more)")
     _add_prompt_options(p)
 
 
@@ -351,6 +360,41 @@ def build_parser() -> argparse.ArgumentParser:
                       help="questions per lm-eval task (default all)")
     _add_train_options(demo, {"": TINY_UNLEARN, "with --real": REAL_TRAIN})
     _add_audit_options(demo)
+
+    fg = command("forget", "make a pretrained model forget a real person or thing",
+                 "Unlearn one real target the model knows (docs/forget.md): probes screened (echoes and duplicates "
+                 "set aside), the model's knowledge checked per kind of probe, training items written from its own "
+                 "answers in every shape a probe takes (direct, cloze, reverse, adversarial) and shown before "
+                 f"training, {FORGET_METHOD} + retain NLL for {FORGET_TRAIN.max_steps} steps, every probe kind "
+                 "asked before and after. --list-targets screens targets instead.")
+    fg.add_argument("--target", default=None,
+                    help="the target: a built-in name, or with --rwku an RWKU name as written, id or folder; with "
+                         "--probes the file's target by default; with --list-targets --rwku, several separated by ';' "
+                         "(default: none; every built-in or RWKU target with --list-targets)")
+    fg.add_argument("--probes", default=None,
+                    help="your own probe file (JSON: target, aliases, facts, probes with answers and kinds, "
+                         "neighbours; or JSONL probes with --target; docs/forget.md; default none)")
+    fg.add_argument("--rwku", default=None,
+                    help="RWKU release folder to take the target and its probes from (default none: built-in targets)")
+    fg.add_argument("--model", default=None, help=f"model (default {REAL_MODEL})")
+    fg.add_argument("--method", default=None, help=f"unlearning method (default {FORGET_METHOD})")
+    fg.add_argument("--hp", type=_kv, action="append", metavar="KEY=VALUE",
+                    help="method hyperparameter, repeatable (default: the recipe's settings for the method)")
+    fg.add_argument("--out", default=None, help=f"run folder (default {FORGET_OUT})")
+    fg.add_argument("--review", action="store_true",
+                    help="stop after writing the screened probes (OUT/probes.json) and the training items "
+                         "(OUT/items.json), for review; run again without it to unlearn")
+    fg.add_argument("--list-targets", action="store_true",
+                    help="screen instead: how much the model knows of each target (built-in, --rwku, or --probes), "
+                         "per kind of probe, on up to --per-kind probes per kind, echoes and duplicates left out")
+    fg.add_argument("--per-kind", type=int, default=4, help="with --list-targets: probes asked per kind (default 4)")
+    fg.add_argument("--limit", type=int, default=None,
+                    help="with --list-targets: screen only the first N targets (default all)")
+    fg.add_argument("--trainable", default=None,
+                    help="which weights unlearning changes: 'mlp' (the middle layers' MLP blocks), 'all', or a regular "
+                         "expression over parameter names (default mlp)")
+    fg.add_argument("--no-cache", action="store_true", help="recompute the before-audit and the training items")
+    _add_train_options(fg, {"": FORGET_TRAIN})
 
     command("methods", "list the unlearning methods", "List every registered method with its hyperparameters.",
             configurable=False)
@@ -671,11 +715,11 @@ def cmd_demo(args) -> int:
             print(f"{t.name:<24} {t.kind:<6} {REAL_MODEL} accuracy {acc if acc is not None else '-'}   {t.intro}")
         return 0
     if args.real:
-        from .recipes.real_target import real_demo
+        from .recipes.forget import forget  # demo --real is `obliviate forget` on a built-in target
 
-        real_demo(args.out or REAL_OUT, target=args.target, method=args.method or REAL_METHOD,
-                  hparams=_hparams(args), cfg=REAL_TRAIN.with_options(_train_options(args)),
-                  model=args.model or REAL_MODEL, rwku=args.rwku, progress=not args.quiet)
+        forget(args.out or REAL_OUT, args.target or REAL_TARGET, rwku=args.rwku, method=args.method or REAL_METHOD,
+               hparams=_hparams(args), cfg=REAL_TRAIN.with_options(_train_options(args)),
+               model=args.model or REAL_MODEL, progress=not args.quiet, command="demo --real")
         return 0
     if args.docs:
         from .recipes.docs_demo import DOCS_METHOD, DOCS_OUT, run_docs_demo
@@ -690,6 +734,24 @@ def cmd_demo(args) -> int:
     run_demo(args.out or DEMO_OUT, args.method or DEMO_METHOD, _hparams(args), TINY_UNLEARN.with_options(
         _train_options(args)), args.forget_split, _audit_config(args), config=_run_config(args),
         progress=not args.quiet, seed=args.seed)
+    return 0
+
+
+def cmd_forget(args) -> int:
+    if args.list_targets:
+        from .recipes.forget import screen_targets
+
+        names = [n.strip() for n in args.target.split(";")] if args.target and args.rwku else args.target
+        screen_targets(model=args.model or REAL_MODEL, rwku=args.rwku, probes=args.probes, per_kind=args.per_kind,
+                       limit=args.limit, target=names)
+        return 0
+    from .recipes.forget import forget
+
+    forget(args.out or FORGET_OUT, args.target, rwku=args.rwku, probes=args.probes,
+           method=args.method or FORGET_METHOD, hparams=_hparams(args),
+           cfg=FORGET_TRAIN.with_options(_train_options(args)), model=args.model or REAL_MODEL,
+           trainable=args.trainable or FORGET_TRAINABLE, review=args.review,
+           use_cache=not args.no_cache, progress=not args.quiet)
     return 0
 
 
@@ -865,6 +927,7 @@ def cmd_generate(args) -> int:
 
 COMMANDS = {"calibrate": cmd_calibrate,
             "finetune": cmd_finetune, "unlearn": cmd_unlearn, "audit": cmd_audit, "demo": cmd_demo,
+            "forget": cmd_forget,
             "methods": cmd_methods, "bench": cmd_bench, "report": cmd_report, "learn": cmd_learn,
             "requests": cmd_requests, "worstcase": cmd_worstcase, "path-dependence": cmd_path_dependence}
 COMMANDS["generate"] = cmd_generate

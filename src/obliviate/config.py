@@ -118,6 +118,10 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only the final model
     loss_bound: float = 1e4  # stop if |loss| exceeds this (or is NaN/inf)
     prompt: PromptSpec = field(default_factory=PromptSpec)
+    # "auto": bf16 autocast on a CUDA device that supports it, fp32 otherwise; "fp32": never; "bf16": always (also on
+    # a CPU). Weights stay in the dtype they were loaded in (autocast computes matmuls in bf16, keeps fp32 masters).
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the model for the training steps (first steps slower: compilation)
 
     def validate(self) -> None:
         if not isinstance(self.prompt, PromptSpec):
@@ -158,6 +162,10 @@ class TrainConfig:
         for name, ok, why in checks:
             if not ok:
                 raise ConfigError(f"option '{name}' = {getattr(self, name)!r} {why}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"option 'precision' = {self.precision!r} must be auto, fp32 or bf16")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"option 'compile' = {self.compile!r} must be true or false")
 
     def with_options(self, options: dict[str, Any] | None) -> TrainConfig:
         """A validated copy with ``options`` (field name -> value, e.g. the options a user gave) on top."""
@@ -410,13 +418,22 @@ DEMO_OUT = "runs/demo"
 #   lr 1e-4,  5 steps: 0.16 / 0.89 / 0.93  <- the default (NPO's forget loss has saturated by step 3).
 REAL_MODEL = "smollm2-135m"
 REAL_TARGET = "Albert Einstein"
-REAL_METHOD = "NPO"
-REAL_HPARAMS: dict[str, dict] = {"NPO": {"beta": 0.1, "alpha": 1.0}, "GradDiff": {"alpha": 1.0}}
-REAL_TRAIN = TrainConfig(lr=1e-4, max_steps=5, batch_size=8, scheduler="constant", warmup_ratio=0.0, max_length=160,
-                         pairing="random", seed=0)
 REAL_OUT = "runs/demo-real"
 
 # `obliviate learn` / `obliviate requests` (recipes/continual.py), per task: on the tiny model 20 new items are
 # memorised (100 epochs of 2 steps); the starting model learns the general-knowledge items the same way.
 TINY_LEARN = TrainConfig(lr=5e-3, epochs=100, batch_size=16, warmup_ratio=0.05, scheduler="linear")
 PRETRAINED_LEARN = TrainConfig(lr=2e-5, epochs=10, batch_size=8, warmup_ratio=0.05, scheduler="linear")
+
+# `obliviate forget` (recipes/forget.py): a real target from a pretrained model. Method and settings chosen by a grid on
+# the built-in targets (benchmarks/forget_grid.py), never on RWKU's.
+FORGET_METHOD = "IdkDPO"
+FORGET_HPARAMS: dict[str, dict] = {"IdkDPO": {"beta": 0.1, "alpha": 2.0}, "NPO": {"beta": 0.1, "alpha": 2.0},
+                                   "GradDiff": {"alpha": 2.0}, "SimNPO": {"beta": 2.5, "alpha": 2.0}}
+# 8 items a step as 4 micro-batches of 2 (with activations recomputed): peak memory, not the numbers, changes with it
+FORGET_TRAIN = TrainConfig(lr=1e-4, max_steps=12, batch_size=2, grad_accum=4, scheduler="constant", warmup_ratio=0.0,
+                           max_length=160, pairing="random", seed=0)
+FORGET_TRAINABLE = "mlp"  # recipes.forget.select_trainable: the middle layers' MLPs
+FORGET_OUT = "runs/forget"
+# `obliviate demo --real` is `obliviate forget` on a built-in target, with the same settings
+REAL_METHOD, REAL_HPARAMS, REAL_TRAIN = FORGET_METHOD, FORGET_HPARAMS, FORGET_TRAIN

@@ -49,6 +49,26 @@ def _scheduler(cfg: TrainConfig, optimizer, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total)
 
 
+def resolved_precision(precision: str, device) -> str:
+    """``TrainConfig.precision`` made concrete for ``device``: ``"auto"`` is ``"bf16"`` on a CUDA device that supports
+    it and ``"fp32"`` elsewhere, so a CPU run's numbers are unchanged unless bf16 is asked for."""
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def precision_context(precision: str, device):
+    """The context the forward passes run in: bf16 autocast (matmuls in bf16, weights and optimizer state left in
+    their dtype, fp32 reductions where autocast keeps them) or nothing at all for fp32."""
+    import contextlib
+
+    device = torch.device(device)
+    if resolved_precision(precision, device) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def _checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoint folders ``step-N``, oldest first (stray names are not checkpoints)."""
     found = [p for p in (run_dir / "checkpoints").glob("step-*") if p.name[5:].isdigit() and p.is_dir()]
@@ -150,14 +170,18 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / per_step))
 
     ref_mode = method.needs_reference()
-    ref = Reference(ref_mode, model, enc, pad_id, batch_size=max(cfg.batch_size, 16),
-                    cache_file=run_dir / "reference_cache.safetensors" if ref_mode != "none" else None,
-                    streams=method.reference_streams, shard=(world, rank))
+    precision = resolved_precision(cfg.precision, accelerator.device)
+    with precision_context(precision, accelerator.device):  # the reference scored as the trained model will be
+        ref = Reference(ref_mode, model, enc, pad_id, batch_size=max(cfg.batch_size, 16),
+                        cache_file=run_dir / "reference_cache.safetensors" if ref_mode != "none" else None,
+                        streams=method.reference_streams, shard=(world, rank),
+                        variant="" if precision == "fp32" else precision)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(cfg, optimizer, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    stepped = torch.compile(model) if cfg.compile else model  # what the loss runs; weights shared with ``model``
 
     step = 0
     metrics_path = run_dir / "metrics.jsonl"
@@ -198,7 +222,8 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
                 else:  # the primary stream and any stream aligned with it
                     batch[name] = batch_of(name, idx)
             with accelerator.accumulate(model):
-                loss, logs = method.loss(model, batch, ref)
+                with precision_context(precision, accelerator.device):
+                    loss, logs = method.loss(stepped, batch, ref)
                 value = loss.item()
                 bad = [v for v in losses_of_all(value, world, rank) if not math.isfinite(v) or abs(v) > cfg.loss_bound]
                 if bad:  # every process sees every process's loss: they stop together

@@ -71,14 +71,16 @@ class Reference:
 
     def __init__(self, mode: str, model=None, encodings: dict[str, list[Encoded]] | None = None, pad_id: int = 0,
                  batch_size: int = 16, cache_file: str | Path | None = None, streams: tuple[str, ...] = ("forget",),
-                 shard: tuple[int, int] = (1, 0)):
+                 shard: tuple[int, int] = (1, 0), variant: str = ""):
+        """``variant`` names a numeric setting the log-probs depend on (``"bf16"``); a cache made under another is
+        not reused."""
         self.mode = mode
         self.cache: dict[str, torch.Tensor] = {}
         self.model = None
         if mode == "none":
             return
         device = next(model.parameters()).device
-        key = _data_key(encodings or {}, streams)
+        key = _data_key(encodings or {}, streams) + (f":{variant}" if variant else "")
         cached = _load_cache(cache_file, key) if cache_file is not None else None
         world, rank = shard
         if world > 1 and sum_over_processes(torch.tensor([float(cached is None)])).item() > 0:

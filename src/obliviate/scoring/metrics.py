@@ -16,6 +16,7 @@ never an exception.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -93,14 +94,37 @@ def prob_normalised(lp_true: Sequence[float], lp_perturbed: Sequence[Sequence[fl
 _ROUGE = None
 
 
-def rouge_l_recall(generation: str, reference: str) -> float:
-    """ROUGE-L recall of a generation against the reference answer (rouge-score, Porter stemmer), as TOFU reports."""
+class RougeTokenizer:
+    """rouge-score's default tokenizer with ``use_stemmer=True`` (lower case, alphanumeric words, the Porter stem of
+    each word over three letters), each word's stem computed once per process.
+
+    The Porter stemmer is a pure function of the word and most of ROUGE's time (``docs/performance.md``): an audit's
+    references and generations repeat the same words over and over. The tokens are those of
+    ``rouge_score.tokenizers.DefaultTokenizer(use_stemmer=True)``, so every score is unchanged."""
+
+    def __init__(self):
+        from nltk.stem import porter
+
+        self.stem = functools.lru_cache(maxsize=1 << 16)(porter.PorterStemmer().stem)
+
+    def tokenize(self, text: str) -> list[str]:
+        from rouge_score import tokenize
+
+        return tokenize.tokenize(text, self)
+
+
+def _rouge():
     global _ROUGE
     if _ROUGE is None:
         from rouge_score import rouge_scorer
 
-        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return float(_ROUGE.score(reference, generation)["rougeL"].recall)
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=RougeTokenizer())
+    return _ROUGE
+
+
+def rouge_l_recall(generation: str, reference: str) -> float:
+    """ROUGE-L recall of a generation against the reference answer (rouge-score, Porter stemmer), as TOFU reports."""
+    return float(_rouge().score(reference, generation)["rougeL"].recall)
 
 
 def exact_memorization(hits: Sequence[bool], protocol: str = OBLIVIATE) -> float:
@@ -216,12 +240,7 @@ def tpr_at_fpr(member_scores: Sequence[float], nonmember_scores: Sequence[float]
 
 def rouge_l_f1(generation: str, reference: str) -> float:
     """ROUGE-L F1 of a generation against the reference (rouge-score, Porter stemmer), as MUSE reports."""
-    global _ROUGE
-    if _ROUGE is None:
-        from rouge_score import rouge_scorer
-
-        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return float(_ROUGE.score(reference, generation)["rougeL"].fmeasure)
+    return float(_rouge().score(reference, generation)["rougeL"].fmeasure)
 
 
 def recovery_rate(after: float, unlearned: float, original: float) -> float:

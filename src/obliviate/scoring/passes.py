@@ -63,9 +63,36 @@ class ItemScore:
     perturbed: list[SeqScore] = field(default_factory=list)
 
 
+SCORE_ROWS = 1024  # answer tokens scored at once: bounds the [rows, vocabulary] float32 temporaries of token_scores
+
+
+def token_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log p(label), argmax hit, Min-K%++ z) for each row of ``logits`` [N, V] (one row per answer token) and its
+    label [N].
+
+    Every operation is row-wise (log-softmax, gather, argmax, the sums over the vocabulary), so a row's numbers do not
+    depend on which rows are scored with it: taking ``SCORE_ROWS`` rows at a time gives the bits of the whole-tensor
+    computation while the float32 temporaries stay [SCORE_ROWS, V] instead of [batch, length, V] several times over
+    (prompt and padding positions, which no metric uses, are never scored). The variance is computed in place in the
+    log-softmax's buffer, in the centred form (no cancellation in float32)."""
+    picked, hits, z = [], [], []
+    for a in range(0, max(len(labels), 1), SCORE_ROWS):  # one empty chunk when there is no row: empty results
+        lg, lb = logits[a:a + SCORE_ROWS], labels[a:a + SCORE_ROWS]
+        logp = F.log_softmax(lg.float(), -1)
+        pk = logp.gather(-1, lb.unsqueeze(-1)).squeeze(-1)
+        p = logp.exp()
+        mu = (p * logp).sum(-1)
+        var = logp.sub_(mu.unsqueeze(-1)).square_().mul_(p).sum(-1)
+        picked.append(pk)
+        hits.append(lg.argmax(-1) == lb)
+        z.append((pk - mu) / var.clamp(min=1e-6).sqrt())
+    return torch.cat(picked), torch.cat(hits), torch.cat(z)
+
+
 @torch.no_grad()
 def score_sequences(model, encs, pad_id: int, batch_size: int) -> list[SeqScore]:
-    """Per-token scores for each encoding, batched by length so padding stays small."""
+    """Per-token scores for each encoding, batched by length so padding stays small; only the answer tokens' logits
+    are kept past the forward pass (``token_scores``)."""
     device = next(model.parameters()).device
     order = sorted(range(len(encs)), key=lambda i: len(encs[i].input_ids))
     out: list[SeqScore | None] = [None] * len(encs)
@@ -75,16 +102,14 @@ def score_sequences(model, encs, pad_id: int, batch_size: int) -> list[SeqScore]
         chunk = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in pad_batch([encs[i] for i in chunk], pad_id).items()}
         logits, labels, mask = shift(forward_logits(model, batch), batch["labels"])
-        logp = F.log_softmax(logits.float(), -1)
-        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        hits = logits.argmax(-1) == labels
-        p = logp.exp()
-        mu = (p * logp).sum(-1)
-        var = (p * (logp - mu.unsqueeze(-1)).square()).sum(-1)  # the centred form: no cancellation in float32
-        z = (picked - mu) / var.clamp(min=1e-6).sqrt()
+        rows, targets = logits[mask], labels[mask]  # [answer tokens, V], row-major: sequence by sequence
+        del logits
+        picked, hits, z = (t.cpu().numpy() for t in token_scores(rows, targets))
+        del rows
+        ends = np.cumsum([0] + mask.sum(-1).tolist())
         for row, i in enumerate(chunk):
-            m = mask[row]
-            out[i] = SeqScore(picked[row][m].cpu().numpy(), hits[row][m].cpu().numpy(), z[row][m].cpu().numpy())
+            a, b = ends[row], ends[row + 1]
+            out[i] = SeqScore(picked[a:b], hits[a:b], z[a:b])
     return _gather_scores(out, encs) if world > 1 else out  # type: ignore[return-value]
 
 

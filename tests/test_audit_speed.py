@@ -1,0 +1,101 @@
+"""The audit's faster scoring gives the numbers of the slower one, bit for bit, on a real tiny model.
+
+``score_sequences`` scores only the answer tokens' logits, ``SCORE_ROWS`` rows at a time; every operation is row-wise,
+so each token's log-prob, argmax hit and Min-K%++ z must equal those of the whole-tensor computation the audit used
+before (written out here: log-softmax over [batch, length, vocabulary], then gather, argmax, the moments), exactly.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from obliviate.data import PromptFormat, pad_batch
+from obliviate.scoring import passes
+
+
+def _whole_tensor_scores(model, encs, pad_id):
+    """One batch, the former computation: float32 temporaries of shape [batch, length, vocabulary]."""
+    batch = pad_batch(encs, pad_id)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    logp = F.log_softmax(logits.float(), -1)
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    hits = logits.argmax(-1) == labels
+    p = logp.exp()
+    mu = (p * logp).sum(-1)
+    var = (p * (logp - mu.unsqueeze(-1)).square()).sum(-1)
+    z = (picked - mu) / var.clamp(min=1e-6).sqrt()
+    return [(picked[r][mask[r]].numpy(), hits[r][mask[r]].numpy(), z[r][mask[r]].numpy()) for r in range(len(encs))]
+
+
+def enc_targets(enc):
+    """The target tokens of an encoding: every label after the first that is not -100."""
+    return [t for t in enc.labels[1:] if t != -100]
+
+
+def test_chunked_answer_token_scores_equal_the_whole_tensor_ones(random_model, small_bench, monkeypatch):
+    model, tok = random_model
+    fmt = PromptFormat(tok)
+    items = small_bench.forget[:6]
+    encs = [fmt.encode(it.question, a) for it in items for a in [it.answer, *it.perturbed_answers[:1]]]
+    # the batching score_sequences uses: sorted by length, batches of 4
+    order = sorted(range(len(encs)), key=lambda i: len(encs[i].input_ids))
+    expected = {}
+    for start in range(0, len(order), 4):
+        chunk = order[start:start + 4]
+        for i, s in zip(chunk, _whole_tensor_scores(model, [encs[i] for i in chunk], tok.pad_token_id)):
+            expected[i] = s
+    n_tokens = sum(len(s[0]) for s in expected.values())
+    for rows in (passes.SCORE_ROWS, 7, 1):  # one chunk per batch; chunks cutting through sequences; one row a chunk
+        monkeypatch.setattr(passes, "SCORE_ROWS", rows)
+        got = passes.score_sequences(model, encs, tok.pad_token_id, batch_size=4)
+        assert sum(len(s.logprobs) for s in got) == n_tokens
+        for i, s in enumerate(got):
+            lp, hits, z = expected[i]
+            assert len(s.logprobs) == len(enc_targets(encs[i]))
+            np.testing.assert_array_equal(s.logprobs, lp)
+            np.testing.assert_array_equal(s.hits, hits)
+            np.testing.assert_array_equal(s.zscores, z)
+
+
+def test_token_scores_by_hand():
+    """``token_scores`` on a fixed [3, 5] logit matrix against a float64 computation of each definition."""
+    logits = torch.tensor([[2.0, -1.0, 0.5, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0], [-4.0, 8.0, 1.0, 1.0, -2.0]])
+    labels = torch.tensor([4, 2, 0])
+    picked, hits, z = passes.token_scores(logits, labels)
+    for r in range(3):
+        x = [float(v) for v in logits[r]]
+        m = max(x)
+        lse = m + np.log(sum(np.exp(v - m) for v in x))
+        logp = [v - lse for v in x]
+        p = [np.exp(v) for v in logp]
+        mu = sum(pi * li for pi, li in zip(p, logp))
+        var = sum(pi * (li - mu) ** 2 for pi, li in zip(p, logp))
+        y = int(labels[r])
+        assert abs(float(picked[r]) - logp[y]) < 1e-6
+        assert bool(hits[r]) == (y == max(range(5), key=lambda j: x[j]))
+        assert abs(float(z[r]) - (logp[y] - mu) / np.sqrt(max(var, 1e-6))) < 1e-4
+    assert [len(t) for t in passes.token_scores(logits[:0], labels[:0])] == [0, 0, 0]  # a batch with no answer token
+
+
+def test_rouge_tokenizer_with_cached_stems_equals_rouge_scores_own():
+    """The memoised-stem tokenizer gives rouge-score's tokens, and ROUGE-L the same recall and F1, on texts whose
+    words repeat (the cache's case) and need stemming (over three letters, suffixes)."""
+    from rouge_score import rouge_scorer, tokenizers
+
+    from obliviate.scoring import metrics as M
+
+    texts = ["The author's novels, published in 1998, were praised; praising novelists publishes praise!",
+             "Jaime Vasquez writes true-crime books. Writing, written, writes: he wrote them all in Santiago.",
+             "", "   ", "caresses ponies ties caress cats running runs ran generously generous generalisation"]
+    ours, theirs = M.RougeTokenizer(), tokenizers.DefaultTokenizer(use_stemmer=True)
+    for t in texts + texts:
+        assert ours.tokenize(t) == theirs.tokenize(t)
+    ref = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    for gen in texts:
+        for truth in texts[:2]:
+            s = ref.score(truth, gen)["rougeL"]
+            assert M.rouge_l_recall(gen, truth) == s.recall
+            assert M.rouge_l_f1(gen, truth) == s.fmeasure
