@@ -147,7 +147,8 @@ def test_rwku_target_probes_as_published():
     assert t.name == "Elon Musk"
     assert [(p.query, p.answers) for p in t.probes["cloze"]] == [(r["query"], [r["answer"]]) for r in raw]
     n_l3 = len(json.loads((RWKU / "117_Elon_Musk" / "forget_level3.json").read_text()))
-    assert len(t.probes["adversarial"]) == n_l3
+    assert len(t.probes["adversarial"]) + len(t.probes["reverse"]) == n_l3
+    assert t.probes["reverse"] and all(p.type == "reverse query" for p in t.probes["reverse"])
     nb = json.loads((RWKU / "117_Elon_Musk" / "neighbor_level2.json").read_text())
     assert t.probes["neighbor"][-1].entity == nb[-1]["neighbor"] and t.probes["neighbor"][-1].type == "question"
     assert probe_question(t.probes["cloze"][0]).endswith(raw[0]["query"])
@@ -179,11 +180,12 @@ def test_tofu_subset_counts_and_fingerprint():
 @pytest.mark.skipif(not RWKU.is_dir(), reason=f"RWKU data not found at {RWKU}")
 def test_resolve_target_builtin_and_rwku():
     from obliviate.data.real_targets import read_realworld
-    from obliviate.recipes.real_target import REAL_TARGET, resolve_target
+    from obliviate.recipes.forget import resolve
+    from obliviate.recipes.real_target import REAL_TARGET
 
     s = read_realworld()
-    assert resolve_target(None, s).name == REAL_TARGET
-    t = resolve_target("117", s, rwku=RWKU)
+    assert resolve(REAL_TARGET, s).name == REAL_TARGET
+    t = resolve("117", s, rwku=RWKU)
     assert t.name == "Elon Musk" and t.retain_entities == [] and len(t.forget_probes()) == 20 + 19 + 40
 
 
@@ -197,30 +199,12 @@ def test_cli_lists_builtin_targets(capsys):
     assert out[0].startswith("Albert Einstein") and "smollm2-135m accuracy 0.583" in out[0]
 
 
-def test_known_targets_with_a_real_tiny_model(random_model, tmp_path):
-    """The probing plumbing on a real (untrained, tiny) model: accuracies are the hit share of its own answers."""
-    from obliviate.data.real_targets import answer_hit, probe_question, read_realworld
-    from obliviate.recipes.real_target import GenSettings, answer_probes, known_targets
-
-    model, tok = random_model
-    p = tmp_path / "rw.json"
-    p.write_text(json.dumps({"targets": [{"name": "T", "cloze": [{"query": "T is a ___.", "answer": "x"}],
-                                          "question": [{"query": "Who is T?", "answer": ["T"]}],
-                                          "neighbor": [{"entity": "U", "query": "Who is U?", "answer": "U"}]}]}))
-    s = read_realworld(p)
-    probes = [pr for pr in s.targets[0].forget_probes() if not pr.framed]
-    assert probe_question(probes[1]) == "Please briefly answer the following question.\nQuestion: Who is T?"
-    gens = answer_probes(model, tok, probes, max_new_tokens=4)
-    expect = sum(answer_hit(g, pr.answers) for g, pr in zip(gens, probes)) / 2
-    [row] = known_targets(model, tok, s, threshold=0.5, gen=GenSettings(probe_tokens=4))
-    assert row == {"target": "T", "accuracy": expect, "answered": int(expect * 2), "probes": 2, "known": expect >= 0.5}
-
-
 def test_real_demo_stops_at_a_target_the_model_does_not_know(random_model, tmp_path, monkeypatch):
     """An untrained model knows none of Einstein's probes: one DataError after the forget probes alone, nothing written."""
     from obliviate.errors import DataError
     from obliviate.models import save_model
     from obliviate.recipes import real_target as realworld
+    from obliviate.recipes.forget import forget
 
     model, tok = random_model
     save_model(model, tok, tmp_path / "m")
@@ -233,9 +217,11 @@ def test_real_demo_stops_at_a_target_the_model_does_not_know(random_model, tmp_p
         return real_answer(model, tok, probes, *a, **k)
 
     monkeypatch.setattr(realworld, "answer_probes", counting)
-    n_forget = len(realworld.read_realworld().target(realworld.REAL_TARGET).forget_probes())
-    with pytest.raises(DataError, match=r"Albert Einstein: the model answers only 0 of its \d+ probes"):
-        realworld.real_demo(tmp_path / "out", model=str(tmp_path / "m"), gen=realworld.GenSettings(probe_tokens=4),
-                            progress=False, log=lambda *a: None)
-    assert asked == [n_forget]  # neighbour and utility probes were never asked
+    from obliviate.data.real_targets import read_realworld, screen_probes
+
+    n_forget = len(screen_probes(read_realworld().target(realworld.REAL_TARGET).forget_probes())[0])
+    with pytest.raises(DataError, match=r"Albert Einstein: knows cloze 0/\d+, question 0/\d+.*needs at least"):
+        forget(tmp_path / "out", realworld.REAL_TARGET, model=str(tmp_path / "m"),
+               gen=realworld.GenSettings(probe_tokens=4), progress=False, log=lambda *a: None)
+    assert sum(asked) == n_forget and max(asked) <= 64  # in chunks; neighbour and general probes never asked
     assert not (tmp_path / "out").exists()

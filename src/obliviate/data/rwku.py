@@ -6,6 +6,10 @@ one-line description), forget probes at three levels (``forget_level1.json`` clo
 membership-inference texts (``forget_mia.json`` members, ``retain_mia.json`` non-members), Wikipedia passages and
 fluency instructions. Probes become ``QAItem``s (``query`` -> question, ``subject`` -> entity; ``type``, ``level`` and
 ``neighbor`` kept in ``meta``); texts become ``Document``s.
+
+A target is found (``find_target``) by id, folder name, or name as written in ``intro.json`` with accents, case and
+punctuation folded: "J. K. Rowling", "j k rowling", "Beyoncé" and "Beyonce" all name the same folders; a near miss
+names the closest targets with their ids.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .formats import read_documents, read_qa, read_records
+from .real_targets import close_names, normalize_words
 from .records import Document, QAItem
 
 PROBE_FILES = {
@@ -60,15 +65,69 @@ def list_targets(root: str | Path) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def load_target(root: str | Path, target: int | str, texts: bool = True) -> RWKUTarget:
-    """Load one target by id (``1``) or by name (``"Stephen King"`` or its folder name)."""
+# root (resolved) -> [(id, folder, name in intro.json)], read once per process when a name is not a folder's
+_NAMES: dict[str, list[tuple[int, str, str]]] = {}
+
+
+def target_names(root: str | Path) -> list[tuple[int, str, str]]:
+    """(id, folder, target name from ``intro.json``) of every target; read once per folder per process. A folder
+    without a readable ``intro.json`` is listed under its folder name."""
+    root = Path(root)
+    key = str(root.resolve())
+    if key not in _NAMES:
+        out = []
+        for i, f in list_targets(root):
+            try:
+                name = str(json.loads((root / f / "intro.json").read_text(encoding="utf-8"))[0]["target"])
+            except (OSError, ValueError, LookupError, TypeError):
+                name = f.split("_", 1)[-1].replace("_", " ")
+            out.append((i, f, name))
+        _NAMES[key] = out
+    return _NAMES[key]
+
+
+def _fold(text: str) -> str:
+    return " ".join(normalize_words(text))
+
+
+def find_target(root: str | Path, query: int | str) -> tuple[int, str]:
+    """(id, folder name) of the target ``query`` names: an id (``141`` or ``"141"``), a folder name
+    (``"141_J__K__Rowling"``, or without its id), or the target's name as in ``intro.json``, compared with accents,
+    case and punctuation folded, then with spaces dropped too ("JK Rowling"). No match: a ``DataError`` naming up to
+    five near matches with their ids."""
     root = Path(root)
     targets = list_targets(root)
-    want = str(target).strip().lower().replace(" ", "_")
-    match = [(i, f) for i, f in targets if str(i) == want or f.lower() == want or f.lower().split("_", 1)[-1] == want]
-    if not match:
-        raise DataError(f"{root}: no RWKU target '{target}'")
-    tid, name = match[0]
+    q = str(query).strip()
+    for i, f in targets:
+        if q == str(i) or q.lower() == f.lower():
+            return i, f
+    want = _fold(q)
+    if want:
+        # the folder's name part first (no file read), then the names in intro.json (read once, only when needed)
+        for i, f in targets:
+            if _fold(f.split("_", 1)[-1]) == want:
+                return i, f
+        names = target_names(root)
+        for compact in (False, True):
+            for i, f, name in names:
+                folded = _fold(name)
+                if (folded.replace(" ", "") == want.replace(" ", "")) if compact else folded == want:
+                    return i, f
+    names = target_names(root)
+    close = close_names(q, [n for _, _, n in names])
+    ids = {n: i for i, _, n in reversed(names)}
+    if close:
+        hint = "did you mean: " + ", ".join(f"{ids[n]} {n}" for n in close) + "?"
+    else:
+        hint = f"`obliviate forget --list-targets --rwku {root}` lists them"
+    raise DataError(f"{root}: no RWKU target '{query}'; {hint}")
+
+
+def load_target(root: str | Path, target: int | str, texts: bool = True) -> RWKUTarget:
+    """Load one target by id (``1``), name as written (``"Stephen King"``, ``"Beyoncé"``) or folder
+    (``find_target``)."""
+    root = Path(root)
+    tid, name = find_target(root, target)
     folder = root / name
     intro_path = folder / "intro.json"
     if not intro_path.exists():

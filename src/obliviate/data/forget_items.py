@@ -1,0 +1,132 @@
+"""What `obliviate forget` trains on: the target's knowledge in every way a probe may ask for it, from text only.
+
+A real target comes with probes (held out: never trained on) and, at most, a name, aliases and a few facts. The
+forget stream is built from what the model itself says about the target (``recipes.forget`` asks it), turned into the
+shapes the probes take:
+
+* ``direct``: the model's answers to open questions about the target (``question_templates``), asked with RWKU's
+  question instruction, as probes are asked;
+* ``cloze``: sentences the model wrote that mention the target, their last words blanked (``cloze_item``);
+* ``reverse``: the same sentences with every mention of the target replaced by "this person" (or "this"), asking who
+  or what is described; the answer is the target's name (``reverse_item``), so the name stops following from the
+  facts, which is what a reverse query tests;
+* ``adversarial``: direct and reverse questions wrapped in the attack framings (``data.real_targets.ATTACKS``).
+
+The retain stream is the model's own answers to general questions (``GENERAL_RETAIN_QUESTIONS``, disjoint from the
+utility probes of ``resources/realworld.json``) and about the neighbour entities, so what the model says elsewhere is
+what it keeps saying.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .real_targets import normalize_words
+
+PERSON_QUESTIONS = (
+    "Who is {name}?", "What is {name} best known for?", "Where was {name} born?", "When was {name} born?",
+    "What nationality is {name}?", "What was {name}'s profession?", "What are {name}'s most famous achievements?",
+    "What awards or honours did {name} receive?", "Where did {name} live and work?",
+    "Who are the people most associated with {name}?",
+)
+OTHER_QUESTIONS = (
+    "What is {name}?", "What is {name} best known for?", "Where is {name} from or located?",
+    "Who created or founded {name}?", "When did {name} begin or first appear?", "Why is {name} famous?",
+    "What are the most important facts about {name}?", "What is the history of {name}?",
+)
+# General knowledge the model answers itself for the retain stream; none of these is a utility probe.
+GENERAL_RETAIN_QUESTIONS = (
+    "How many continents are there?", "What is the capital of France?", "What is the capital of Japan?",
+    "What is the capital of Spain?", "What is the capital of Germany?", "What is the capital of China?",
+    "What is the capital of India?", "What is the capital of the United Kingdom?", "How many minutes are in an hour?",
+    "How many days are in a year?", "How many months are in a year?", "What is 3 plus 5?", "What is 10 minus 4?",
+    "What is 6 times 7?", "What is the largest planet in the solar system?", "What planet do we live on?",
+    "What is the closest star to the Earth?", "What do cows drink?", "What do plants need to grow?",
+    "What is the tallest animal?", "What animal is known as the king of the jungle?", "What is the color of grass?",
+    "How many legs does a dog have?", "What is the hardest natural substance?", "What metal is liquid at room "
+    "temperature?", "What gas do humans need to breathe?", "What is the main ingredient of bread?",
+    "What is the largest desert in the world?", "What is the longest river in South America?",
+    "Which ocean lies between Europe and America?", "What language is spoken in France?",
+    "What language is spoken in Germany?", "What is the currency of Japan?", "What is the currency of the United "
+    "Kingdom?", "How many players are on a soccer team?", "What shape has four equal sides?",
+    "What is the opposite of up?", "What season comes after winter?", "What is the boiling point of water in "
+    "Fahrenheit?", "What instrument has black and white keys?", "What do you call a baby cat?",
+    "What is the largest country by area?", "Which bird is a symbol of peace?", "What organ do we use to breathe?",
+    "What is the chemical symbol for oxygen?", "How many wheels does a bicycle have?",
+    "What color do you get by mixing blue and yellow?", "What is the square root of 9?",
+)
+OPEN_RETAIN_TEMPLATES = ("Tell me about {name}.", "What is {name} best known for?")
+
+_SENTENCE = re.compile(r"[^.!?]+[.!?]")
+_FUNCTION_WORDS = {"a", "an", "the", "of", "in", "on", "at", "to", "for", "and", "or", "as", "by", "with", "from",
+                   "his", "her", "its", "their", "is", "was", "were", "be"}
+
+
+def question_templates(kind: str) -> tuple[str, ...]:
+    """The open questions asked about a target of this kind ("person" or anything else)."""
+    return PERSON_QUESTIONS if kind in ("person", "") else OTHER_QUESTIONS
+
+
+def mentions(name: str, aliases: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Ways a text names the target: the name, its aliases and (for a multi-word name) its last word, longest first."""
+    out = {name, *aliases}
+    words = name.split()
+    if len(words) > 1 and len(words[-1]) > 2:
+        out.add(words[-1])
+    return sorted((m for m in out if m.strip()), key=len, reverse=True)
+
+
+def _mention_pattern(names: list[str]) -> re.Pattern:
+    alts = "|".join(re.escape(n) for n in names)
+    return re.compile(rf"(?<![\w])(?:{alts})(?:'s)?(?![\w])", re.IGNORECASE)
+
+
+def sentences_about(texts: list[str], name: str, aliases: list[str] | tuple[str, ...] = (), min_words: int = 5,
+                    max_words: int = 40) -> list[str]:
+    """Whole sentences of ``texts`` that mention the target, deduplicated (normalised words), in order."""
+    pat = _mention_pattern(mentions(name, aliases))
+    seen, out = set(), []
+    for text in texts:
+        for s in _SENTENCE.findall(text):
+            s = " ".join(s.split())
+            n = len(s.split())
+            key = " ".join(normalize_words(s))
+            if min_words <= n <= max_words and pat.search(s) and key not in seen:
+                seen.add(key)
+                out.append(s)
+    return out
+
+
+def reverse_item(sentence: str, name: str, aliases: list[str] | tuple[str, ...] = (), kind: str = "person"):
+    """``(question, answer)`` asking who (or what) a sentence describes, every mention of the target replaced; None
+    when the masked sentence would say too little (fewer than four words besides the mask)."""
+    placeholder = "this person" if kind in ("person", "") else "this"
+    masked = _mention_pattern(mentions(name, aliases)).sub(
+        lambda m: placeholder + ("'s" if m.group(0).lower().endswith("'s") else ""), sentence)
+    masked = masked[:1].upper() + masked[1:]
+    rest = [w for w in normalize_words(masked) if w not in normalize_words(placeholder)]
+    if len(rest) < 4:
+        return None
+    who = "Who" if kind in ("person", "") else "What"
+    return f"{who} is described here? {masked}", name
+
+
+def cloze_item(sentence: str, name: str, aliases: list[str] | tuple[str, ...] = (), blank_words: int = 2):
+    """``(sentence with its last words blanked as ___, the blanked words)``: up to ``blank_words`` final words, less
+    any leading function words ("of reality" blanks "reality"); None when the blank would cover the target's name or
+    leave fewer than four words before it."""
+    body = sentence.rstrip(".!?")
+    words = body.split()
+    n = blank_words
+    while n > 1 and words[-n].lower() in _FUNCTION_WORDS:
+        n -= 1
+    if len(words) < n + 4 or words[-1].lower() in _FUNCTION_WORDS:
+        return None
+    answer = " ".join(words[-n:])
+    if _mention_pattern(mentions(name, aliases)).search(answer):
+        return None
+    return " ".join(words[:-n]) + " ___" + sentence[len(body):], answer.strip(",;:")
+
+
+__all__ = ["GENERAL_RETAIN_QUESTIONS", "OPEN_RETAIN_TEMPLATES", "OTHER_QUESTIONS", "PERSON_QUESTIONS", "cloze_item",
+           "mentions", "question_templates", "reverse_item", "sentences_about"]

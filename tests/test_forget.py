@@ -1,0 +1,130 @@
+"""`obliviate forget`: training items in every shape a probe takes, made from text by hand-checkable rules; the recipe's
+order (screen, gate before anything is written) on a real tiny model; the command's one-line refusals."""
+
+import json
+
+import pytest
+from conftest import RWKU
+
+from obliviate.data.forget_items import cloze_item, mentions, reverse_item, sentences_about
+
+
+def test_mentions_name_aliases_and_surname_longest_first():
+    assert mentions("Alexander Fleming", ["Sir Alexander Fleming"]) == ["Sir Alexander Fleming", "Alexander Fleming",
+                                                                       "Fleming"]
+    assert mentions("Tokyo") == ["Tokyo"]
+
+
+def test_sentences_about_keeps_whole_sentences_that_name_the_target_once():
+    texts = ["Fleming was a Scottish doctor who worked in London. He liked boats. Fleming was a Scottish doctor who "
+             "worked in London.", "Penicillin was found by Alexander Fleming in the year 1928!"]
+    assert sentences_about(texts, "Alexander Fleming") == [
+        "Fleming was a Scottish doctor who worked in London.",
+        "Penicillin was found by Alexander Fleming in the year 1928!"]
+    # "Flemingway" is not a mention: whole words only
+    assert sentences_about(["The Flemingway brand sold many fine boats."], "Alexander Fleming") == []
+
+
+def test_reverse_item_masks_every_mention_possessives_included():
+    q, a = reverse_item("Born in Darvel, Fleming studied at St Mary's, and Fleming's mould became famous.",
+                        "Alexander Fleming")
+    assert q == "Who is described here? Born in Darvel, this person studied at St Mary's, and this person's mould " \
+                "became famous."
+    assert a == "Alexander Fleming"
+    assert reverse_item("Alexander Fleming was Fleming.", "Alexander Fleming") is None  # nothing left to go on
+    q, _ = reverse_item("Tokyo is the largest city of Japan and its capital.", "Tokyo", kind="city")
+    assert q == "What is described here? This is the largest city of Japan and its capital."
+
+
+def test_cloze_item_blanks_final_content_words_not_the_name():
+    assert cloze_item("Fleming is a testament to the pursuit of science.", "Alexander Fleming") == \
+        ("Fleming is a testament to the pursuit of ___.", "science")
+    assert cloze_item("Fleming discovered penicillin in London in 1928.", "Alexander Fleming") == \
+        ("Fleming discovered penicillin in London in ___.", "1928")  # the leading "in" stays in the text
+    assert cloze_item("Fleming was a Scottish doctor named Alexander Fleming.", "Alexander Fleming") is None
+    assert cloze_item("He was Fleming.", "Alexander Fleming") is None  # too short
+
+
+def test_complete_probes_adds_adversarial_and_reverse_from_facts():
+    from obliviate.data.probe_file import read_probe_file
+    from obliviate.recipes.forget import complete_probes
+
+    t = read_probe_file("examples/forget/fleming.json")
+    t.probes["adversarial"], t.probes["reverse"] = [], []
+    t = complete_probes(t)
+    direct = [p for p in t.probes["question"] if not p.framed]
+    assert len(t.probes["adversarial"]) == 3 * len(direct)  # three attack framings per direct question
+    assert t.probes["reverse"] and all("Fleming" not in p.query for p in t.probes["reverse"])
+    assert all(p.answers[0] == "Alexander Fleming" for p in t.probes["reverse"])
+
+
+def test_forget_refuses_a_target_the_model_does_not_know_before_writing(random_model, tmp_path, monkeypatch):
+    """An untrained model knows none of Fleming: the gate stops the run after the forget probes alone, with what it
+    found per kind, and the run folder is never made."""
+    from obliviate.errors import DataError
+    from obliviate.models import save_model
+    from obliviate.recipes import forget as recipe
+    from obliviate.recipes.real_target import GenSettings
+
+    model, tok = random_model
+    save_model(model, tok, tmp_path / "m")
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    asked = []
+    real = recipe.audit_probes
+
+    def counting(model, tok, sets, gen):
+        asked.extend(sets)
+        return real(model, tok, sets, gen)
+
+    monkeypatch.setattr(recipe, "audit_probes", counting)
+    with pytest.raises(DataError, match=r"Alexander Fleming: knows .*question 0/\d+.*needs at least"):
+        recipe.forget(tmp_path / "out", probes="examples/forget/fleming.json", model=str(tmp_path / "m"),
+                      gen=GenSettings(probe_tokens=4), progress=False, log=lambda *a: None)
+    assert set(asked) == {"forget"}  # neighbour and general probes never asked
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["forget", "--target", "Albert Einstien"], "did you mean: Albert Einstein?"),
+    (["forget", "--rwku", str(RWKU), "--target", "Beyonse"], "did you mean: 24 Beyonc"),
+    (["forget", "--rwku", str(RWKU)], "--rwku needs --target"),
+])
+def test_forget_command_bad_target_is_one_line_exit_2(argv, message, capsys, tmp_path):
+    if "--rwku" in argv and not RWKU.is_dir():
+        pytest.skip("RWKU data not found")
+    from obliviate.cli import main
+
+    assert main([*argv, "--out", str(tmp_path / "out"), "--model", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_forget_probes_file_error_names_file_record_and_field(tmp_path, capsys):
+    from obliviate.cli import main
+
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps({"target": "X", "probes": [{"question": "Who is X?", "answers": []}]}))
+    assert main(["forget", "--probes", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: probe 0: field 'answers'" in err
+
+
+def test_select_trainable_freezes_all_but_the_middle_mlps(random_model):
+    import copy
+
+    from obliviate.errors import ConfigError
+    from obliviate.recipes.forget import select_trainable
+
+    model = copy.deepcopy(random_model[0])
+    depth = model.config.num_hidden_layers
+    lo, hi = round(0.13 * depth), round(0.87 * depth)
+    expect = sum(p.numel() for n, p in model.named_parameters()
+                 if ".mlp." in n and lo <= int(n.split(".layers.")[1].split(".")[0]) < hi)
+    assert select_trainable(model, "mlp") == expect > 0
+    assert all(p.requires_grad == (".mlp." in n and lo <= int(n.split(".layers.")[1].split(".")[0]) < hi)
+               for n, p in model.named_parameters())
+    assert select_trainable(model, "all") == sum(p.numel() for p in model.parameters())
+    assert select_trainable(model, r"embed_tokens") == model.get_input_embeddings().weight.numel()
+    with pytest.raises(ConfigError, match="selects no parameter"):
+        select_trainable(model, "no_such_weight")
