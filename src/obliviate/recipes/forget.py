@@ -39,6 +39,7 @@ from ..data.forget_items import (
     GENERAL_RETAIN_QUESTIONS,
     OPEN_RETAIN_TEMPLATES,
     cloze_item,
+    mentions,
     question_templates,
     reverse_item,
     sentences_about,
@@ -71,6 +72,9 @@ from .real_target import (
     metrics_of,
     trim_to_sentence,
 )
+
+
+ITEM_RULES = 2  # the version of build_items' rules, in the items' cache key: a change of rules is a new cache entry
 
 
 def resolve(target: str | None, rwset: RealWorldSet, rwku: str | Path | None = None,
@@ -181,7 +185,10 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
     """The forget and retain streams, written from the model's own answers (module docstring, step 3)."""
     kind = tgt.kind or "person"
     aliases = list(getattr(tgt, "aliases", []) or [])
-    direct_q = [t.format(name=tgt.name) for t in question_templates(kind)]
+    # asked by full name and by each shorter way of naming the target (a person's surname, aliases): probes say
+    # "Roosevelt" as often as "Franklin D. Roosevelt"
+    names = [tgt.name] + [n for n in mentions(tgt.name, aliases) if n != tgt.name] if kind == "person" else [tgt.name]
+    direct_q = [t.format(name=n) for n in names for t in question_templates(kind)]
     prompts = [p.format(name=tgt.name) for p in (tgt.corpus_prompts or rwset.corpus_prompts)]
     direct_a = _own_answers(net, tok, [QUESTION_INSTRUCTION.format(query=q) for q in direct_q], gen,
                             gen.probe_tokens * 2)
@@ -206,8 +213,9 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
     reverse = [r for r in (reverse_item(s, tgt.name, aliases, kind) for s in sentences) if r]
     for q, a in reverse:
         add(forget, "reverse", QUESTION_INSTRUCTION.format(query=q), a, tgt.name)
+    n = len(question_templates(kind))  # as many framed direct (full name) and reverse questions as templates
     for template in ATTACKS.values():
-        for q, a in list(zip(direct_q, direct_a)) + reverse[:len(direct_q)]:
+        for q, a in list(zip(direct_q, direct_a))[:n] + reverse[:n]:
             add(forget, "adversarial", template.format(query=q), a, tgt.name)
 
     neighbours = sorted(set(tgt.neighbors) | set(tgt.retain_entities))
@@ -285,7 +293,7 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
     sets_dump = {k: [p.to_dict() for p in v] for k, v in sets.items()}
     root = cache_root() / "forget"
     before_cache = root / "before" / cache_key(wkey, sets_dump, gen.probe_tokens) / "before.json"
-    items_cache = root / "items" / cache_key(wkey, tgt.name, getattr(tgt, "aliases", []), tgt.kind, tgt.neighbors,
+    items_cache = root / "items" / cache_key(ITEM_RULES, wkey, tgt.name, getattr(tgt, "aliases", []), tgt.kind, tgt.neighbors,
                                              tgt.retain_entities, dataclasses.asdict(gen), rwset.retain_prompts,
                                              tgt.corpus_prompts or rwset.corpus_prompts,
                                              GENERAL_RETAIN_QUESTIONS) / "items.json"
