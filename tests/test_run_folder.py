@@ -272,3 +272,32 @@ def test_out_inside_the_data_folder_is_allowed(tmp_path, small_bench_dir):
         check_inputs(small_bench_dir.parent, {"--data": small_bench_dir})
     with pytest.raises(Exception, match="is the --data folder itself"):
         check_inputs(small_bench_dir, {"--data": small_bench_dir})
+
+
+def test_remove_tree_renames_before_deleting_so_no_half_deleted_checkpoint_looks_complete(tmp_path, monkeypatch):
+    """An interrupt inside the deletion (simulated: rmtree dies at once) leaves a hidden trash folder, not a step-N
+    folder with trainer_state.json and missing weights; the next fresh run's clear_trash removes it."""
+    import importlib
+
+    from obliviate.engine.loop import latest_checkpoint
+
+    checkpoint = importlib.import_module("obliviate.engine.checkpoint")  # the module (engine exports a function too)
+
+    ckpt = tmp_path / "checkpoints" / "step-4"
+    ckpt.mkdir(parents=True)
+    for name in ("model.safetensors", "optimizer.safetensors", "trainer_state.json"):
+        (ckpt / name).write_text("x")
+
+    def dies(path, ignore_errors=False):
+        (Path(path) / "optimizer.safetensors").unlink()  # one file deleted, then interrupted
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", dies)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.remove_tree(ckpt)
+    monkeypatch.undo()
+    assert not ckpt.exists() and latest_checkpoint(tmp_path) is None  # nothing that could be resumed as complete
+    [trash] = (tmp_path / "checkpoints").iterdir()
+    assert trash.name.startswith(".trash-step-4-")
+    checkpoint.clear_trash(tmp_path / "checkpoints")
+    assert list((tmp_path / "checkpoints").iterdir()) == []

@@ -22,6 +22,7 @@ line instead of being loaded.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -94,13 +95,33 @@ def _set_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
 
 
+TRASH = ".trash-"  # prefix of a folder being removed (never a checkpoint: those are named step-N)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder obliviate wrote, atomically as far as a reader can tell: it is first renamed to a hidden
+    ``.trash-`` name beside it, then deleted. An interrupt during the deletion leaves that hidden folder (removed by
+    the next fresh run, ``clear_trash``), never a half-deleted checkpoint that still looks complete."""
+    path = Path(path)
+    if not path.exists():
+        return
+    trash = path.with_name(f"{TRASH}{path.name}-{os.getpid()}")
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clear_trash(folder: Path) -> None:
+    """Finish removals an interrupt cut short (``remove_tree``) in ``folder``."""
+    for p in Path(folder).glob(f"{TRASH}*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, method_state: dict,
                     batching: dict | None = None) -> None:
     """Write a complete checkpoint folder ``out`` (replacing a half-written one a killed run left)."""
     from safetensors.torch import save_model
 
-    if out.exists():
-        shutil.rmtree(out)
+    remove_tree(out)
     out.mkdir(parents=True)
     save_model(model, str(out / "model.safetensors"))
     tensors, meta = _optimizer_state(optimizer)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from ..data.records import QAItem
 from ..errors import DataError, TrainingError
 from ..io import append_jsonl, read_jsonl, write_json, write_text
 from ..threads import rebalance
-from .checkpoint import check_global_batch, load_checkpoint, save_checkpoint
+from .checkpoint import check_global_batch, clear_trash, load_checkpoint, remove_tree, save_checkpoint
 from .distributed import check_strategy, global_micro, losses_of_all, mean_over_processes, process_shard
 from .pairing import Schedule
 from .reference import Reference
@@ -139,7 +138,9 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
     if accelerator.is_main_process:  # one process owns the folder; the others wait until it is ready
         claim(run_dir, option="run folder")  # obliviate's own folder, or refused: a fresh run clears it below
         if not resume:  # a fresh run: nothing of an earlier run in this folder may be resumed or reused
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            clear_trash(run_dir)
+            clear_trash(run_dir / "checkpoints")
+            remove_tree(run_dir / "checkpoints")
             (run_dir / "reference_cache.safetensors").unlink(missing_ok=True)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
@@ -268,5 +269,5 @@ def _save_checkpoint(accelerator, model, optimizer, scheduler, run_dir: Path, st
         save_checkpoint(run_dir / "checkpoints" / f"step-{step}", accelerator.unwrap_model(model), optimizer,
                         scheduler, step, method.state_dict(), batching)
         for old in _checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_tree(old)
     accelerator.wait_for_everyone()
