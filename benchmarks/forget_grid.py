@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 SETTINGS = {  # name -> extra `obliviate forget` options
-    "npo-lr1e-4-s12-a2": ["--hp", "alpha=2"],
-    "npo-lr1e-4-s16-a4": ["--max-steps", "16", "--hp", "alpha=4"],
-    "idkdpo-lr1e-4-s12-a2": ["--method", "IdkDPO", "--hp", "alpha=2"],
+    "idkdpo-lr1e-4-s12-a2": [],  # the recipe's defaults
+    "npo-lr1e-4-s12-a2": ["--method", "NPO", "--hp", "alpha=2"],
+    "npo-lr1e-4-s16-a4": ["--method", "NPO", "--max-steps", "16", "--hp", "alpha=4"],
 }
 KINDS = ("cloze", "question", "reverse", "paraphrase", "adversarial")
 

@@ -12,7 +12,8 @@ written, id or folder) or the user's own probe file (``--probes``, ``data.probe_
    there): the model's own answers about the target in the probes' shapes (direct, cloze, reverse, adversarial:
    ``data.forget_items``) as the forget stream; its own answers to general questions and about the neighbour
    entities as the retain stream. The probes are never trained on;
-4. **unlearn** (NPO + retain NLL by default, settings chosen on the built-in targets: ``benchmarks/forget_grid.py``);
+4. **unlearn** (IdkDPO + retain NLL by default, settings chosen on a built-in target; ``benchmarks/forget_grid.py``
+   compares settings over several);
 5. **after**: the known probes again; ``report.json`` holds both audits per kind, every generation with the answer
    that matched, the items, the settings and each stage's time.
 
@@ -72,7 +73,6 @@ from .real_target import (
     metrics_of,
     trim_to_sentence,
 )
-
 
 ITEM_RULES = 2  # the version of build_items' rules, in the items' cache key: a change of rules is a new cache entry
 
@@ -293,9 +293,9 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
     sets_dump = {k: [p.to_dict() for p in v] for k, v in sets.items()}
     root = cache_root() / "forget"
     before_cache = root / "before" / cache_key(wkey, sets_dump, gen.probe_tokens) / "before.json"
-    items_cache = root / "items" / cache_key(ITEM_RULES, wkey, tgt.name, getattr(tgt, "aliases", []), tgt.kind, tgt.neighbors,
-                                             tgt.retain_entities, dataclasses.asdict(gen), rwset.retain_prompts,
-                                             tgt.corpus_prompts or rwset.corpus_prompts,
+    items_cache = root / "items" / cache_key(ITEM_RULES, wkey, tgt.name, getattr(tgt, "aliases", []), tgt.kind,
+                                             tgt.neighbors, tgt.retain_entities, dataclasses.asdict(gen),
+                                             rwset.retain_prompts, tgt.corpus_prompts or rwset.corpus_prompts,
                                              GENERAL_RETAIN_QUESTIONS) / "items.json"
 
     # 2. before
