@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from .real_targets import normalize_words
+from .real_targets import normalize_words, surname
 
 PERSON_QUESTIONS = (
     "Who is {name}?", "What is {name} best known for?", "Where was {name} born?", "When was {name} born?",
@@ -68,11 +68,9 @@ def question_templates(kind: str) -> tuple[str, ...]:
 
 
 def mentions(name: str, aliases: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """Ways a text names the target: the name, its aliases and (for a multi-word name) its last word, longest first."""
-    out = {name, *aliases}
-    words = name.split()
-    if len(words) > 1 and len(words[-1]) > 2:
-        out.add(words[-1])
+    """Ways a text names the target: the name, its aliases and its surname (``real_targets.surname``: the last word of
+    a multi-word name, not "Jr."), longest first."""
+    out = {name, *aliases, surname(name) or ""}
     return sorted((m for m in out if m.strip()), key=len, reverse=True)
 
 

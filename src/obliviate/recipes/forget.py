@@ -189,11 +189,11 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
     # "Roosevelt" as often as "Franklin D. Roosevelt"
     names = [tgt.name] + [n for n in mentions(tgt.name, aliases) if n != tgt.name] if kind == "person" else [tgt.name]
     direct_q = [t.format(name=n) for n in names for t in question_templates(kind)]
-    prompts = [p.format(name=tgt.name) for p in (tgt.corpus_prompts or rwset.corpus_prompts)]
+    prompts = [p.format(name=tgt.name) for p in (tgt.corpus_prompts or rwset.corpus_prompts)
+               for _ in range(gen.forget_samples)]
     direct_a = _own_answers(net, tok, [QUESTION_INSTRUCTION.format(query=q) for q in direct_q], gen,
                             gen.probe_tokens * 2)
-    texts = _own_answers(net, tok, [p for p in prompts for _ in range(gen.forget_samples)], gen, gen.corpus_tokens,
-                         sample=True)
+    texts = _own_answers(net, tok, prompts, gen, gen.corpus_tokens, sample=True)
     forget: list[QAItem] = []
 
     def add(stream, role, question, answer, entity):
@@ -203,7 +203,7 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
 
     for q, a in zip(direct_q, direct_a):
         add(forget, "direct", QUESTION_INSTRUCTION.format(query=q), a, tgt.name)
-    for p, t in zip([p for p in prompts for _ in range(gen.forget_samples)], texts):
+    for p, t in zip(prompts, texts):
         add(forget, "corpus", p, t, tgt.name)
     sentences = sentences_about(texts + direct_a, tgt.name, aliases)
     for s in sentences:

@@ -31,12 +31,11 @@ from ..scoring.passes import generate_answers
 
 @dataclass
 class GenSettings:
-    """How probes are asked and how the corpora are written."""
+    """How probes are asked and how the model writes its training items (``recipes.forget.build_items``)."""
 
     probe_tokens: int = 24  # greedy tokens per probe answer (answers sit in the first sentence)
-    corpus_tokens: int = 64  # tokens per corpus text
+    corpus_tokens: int = 64  # tokens per text the model writes (corpus and retain answers)
     forget_samples: int = 2  # sampled texts per corpus prompt about the target
-    retain_prompts_per_entity: int = 1  # corpus prompts used per retain entity
     temperature: float = 0.8
     top_p: float = 0.95
     batch_size: int = 16
