@@ -128,3 +128,40 @@ def test_select_trainable_freezes_all_but_the_middle_mlps(random_model):
     assert select_trainable(model, r"embed_tokens") == model.get_input_embeddings().weight.numel()
     with pytest.raises(ConfigError, match="selects no parameter"):
         select_trainable(model, "no_such_weight")
+
+
+def test_build_items_retain_stream_covers_neighbours_and_leaves_out_answers_naming_the_target(monkeypatch):
+    """The retain stream: the model's answers to every general question and everyday prompt, and to the open prompts
+    and short questions about each neighbour, except answers that name the target (under any of its names). Scripted
+    answers stand in for the model here: what is tested is which items the rules make of them."""
+    from obliviate.data.forget_items import GENERAL_RETAIN_QUESTIONS, NEIGHBOUR_QUESTIONS, OPEN_RETAIN_TEMPLATES
+    from obliviate.data.real_targets import read_realworld
+    from obliviate.recipes import forget as recipe
+    from obliviate.recipes.real_target import GenSettings
+
+    rwset = read_realworld()
+    tgt = recipe.resolve(None, rwset, probes="examples/forget/fleming.json")
+
+    def scripted(net, tok, questions, gen, tokens, sample=False):
+        out = []
+        for q in questions:
+            if "Alexander Fleming" in q:
+                out.append("Alexander Fleming discovered penicillin in 1928 at St Mary's Hospital in London.")
+            elif "Howard Florey" in q and "closely associated" in q:
+                out.append("Howard Florey is remembered beside Fleming.")  # names the target by its alias
+            elif "Howard Florey" in q:
+                out.append("Howard Florey was an Australian pharmacologist who made penicillin a medicine.")
+            else:
+                out.append("An answer.")
+        return out
+
+    monkeypatch.setattr(recipe, "_own_answers", scripted)
+    items = recipe.build_items(None, None, tgt, rwset, GenSettings())
+    kinds = [it.meta["kind"] for it in items["retain"]]
+    per_neighbour = len(OPEN_RETAIN_TEMPLATES) + len(NEIGHBOUR_QUESTIONS)
+    assert kinds.count("retain") == len(GENERAL_RETAIN_QUESTIONS) + len(rwset.retain_prompts)
+    assert kinds.count("neighbour") == per_neighbour * len(tgt.neighbors) - 1  # Florey's alias answer left out
+    florey = [it for it in items["retain"] if "Howard Florey" in it.question]
+    assert len(florey) == per_neighbour - 1 and not any("Fleming" in it.answer for it in florey)
+    assert not any("Fleming" in it.answer for it in items["retain"])
+    assert {it.meta["kind"] for it in items["forget"]} == {"direct", "corpus", "cloze", "reverse", "adversarial"}

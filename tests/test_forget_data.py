@@ -128,11 +128,11 @@ def test_example_fleming_file_reads_with_kinds_ids_and_neighbours():
     assert rev.answers == ["Alexander Fleming", "Sir Alexander Fleming", "Fleming"]
     assert answer_match("It was Sir Alexander Fleming.", rev.answers) == "Alexander Fleming"
     nb = t.neighbor_probes()
-    assert len(nb) == 8 and {p.kind for p in nb} == {"neighbor"} and all(p.target == t.name for p in nb)
+    assert len(nb) == 14 and {p.kind for p in nb} == {"neighbor"} and all(p.target == t.name for p in nb)
     assert t.neighbors == [n["entity"] for n in raw["neighbors"]]
     assert [p.type for p in nb] == ["cloze" if "___" in p.query else "question" for p in nb]
     assert "cloze" in {p.type for p in nb} and probe_question(nb[2]).startswith("Please complete the blank")
-    assert [p.id for p in nb] == [f"alexander-fleming:neighbor:{i}" for i in range(8)]
+    assert [p.id for p in nb] == [f"alexander-fleming:neighbor:{i}" for i in range(14)]
     kept, excluded = screen_probes(t.forget_probes())
     assert excluded == [] and len(kept) == 12  # the example holds no echo and no duplicate
 

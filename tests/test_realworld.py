@@ -55,14 +55,15 @@ def test_score_rows_and_set_metrics_by_hand():
     probes = [Probe("Capital of Japan?", ["Tokyo"], "question", "Tokyo", "Tokyo"),
               Probe("Tokyo and Japan?", ["Tokyo Japan"], "question", "Tokyo", "Tokyo"),
               Probe("Tokyo is the capital of ___.", ["Japan"], "cloze", "Tokyo", "Tokyo")]
-    gens = ["The capital is Tokyo.", "Japan is where Tokyo lies", "I am not sure."]
+    gens = ["The capital is Tokyo.", "Japan is where Tokyo lies", " ..."]
     rows = score_rows(probes, gens)
     assert [r["hit"] for r in rows] == [True, False, False]
     # ROUGE-L recall against the answer: 1/1; LCS("tokyo japan", "japan is where tokyo lies") = 1 word of 2; 0/1
     assert [r["rougeL_recall"] for r in rows] == pytest.approx([1.0, 0.5, 0.0])
     assert rows[2]["prompt"].startswith("Please complete the blank") and rows[0]["prompt"].startswith("Please briefly")
     m = set_metrics("forget", rows)
-    assert m == pytest.approx({"forget_accuracy": 1 / 3, "forget_rougeL": 0.5})
+    # " ..." has no word: silent
+    assert m == pytest.approx({"forget_accuracy": 1 / 3, "forget_rougeL": 0.5, "forget_silent": 1 / 3})
     per_kind = metrics_of({"forget": rows})
     assert per_kind["forget_question_accuracy"] == pytest.approx(0.5)
     assert per_kind["forget_cloze_accuracy"] == 0.0 and "forget_adversarial_accuracy" not in per_kind

@@ -13,8 +13,9 @@ shapes the probes take:
 * ``adversarial``: direct and reverse questions wrapped in the attack framings (``data.real_targets.ATTACKS``).
 
 The retain stream is the model's own answers to general questions (``GENERAL_RETAIN_QUESTIONS``, disjoint from the
-utility probes of ``resources/realworld.json``) and about the neighbour entities, so what the model says elsewhere is
-what it keeps saying.
+utility probes of ``resources/realworld.json``) and about the neighbour entities, in the shapes of the forget stream:
+open prompts, short questions (``NEIGHBOUR_QUESTIONS``) and cloze items from the sentences it wrote about them, so what
+the model says elsewhere, and about what sits next to the target, is what it keeps saying.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ GENERAL_RETAIN_QUESTIONS = (
     "What color do you get by mixing blue and yellow?", "What is the square root of 9?",
 )
 OPEN_RETAIN_TEMPLATES = ("Tell me about {name}.", "What is {name} best known for?")
+# Short questions about each neighbour entity, asked as the probes are asked (the question instruction); the kind of a
+# neighbour is not known, so the wording fits a person, a place, an organisation or an office.
+NEIGHBOUR_QUESTIONS = (
+    "Who or what is {name}?", "What is {name} best known for?", "What are the most important facts about {name}?",
+    "When did {name} become prominent, and where?", "Who or what is most closely associated with {name}?",
+)
 
 _SENTENCE = re.compile(r"[^.!?]+[.!?]")
 _FUNCTION_WORDS = {"a", "an", "the", "of", "in", "on", "at", "to", "for", "and", "or", "as", "by", "with", "from",
@@ -74,7 +81,7 @@ def mentions(name: str, aliases: list[str] | tuple[str, ...] = ()) -> list[str]:
     return sorted((m for m in out if m.strip()), key=len, reverse=True)
 
 
-def _mention_pattern(names: list[str]) -> re.Pattern:
+def mention_pattern(names: list[str]) -> re.Pattern:
     alts = "|".join(re.escape(n) for n in names)
     return re.compile(rf"(?<![\w])(?:{alts})(?:'s)?(?![\w])", re.IGNORECASE)
 
@@ -82,7 +89,7 @@ def _mention_pattern(names: list[str]) -> re.Pattern:
 def sentences_about(texts: list[str], name: str, aliases: list[str] | tuple[str, ...] = (), min_words: int = 5,
                     max_words: int = 40) -> list[str]:
     """Whole sentences of ``texts`` that mention the target, deduplicated (normalised words), in order."""
-    pat = _mention_pattern(mentions(name, aliases))
+    pat = mention_pattern(mentions(name, aliases))
     seen, out = set(), []
     for text in texts:
         for s in _SENTENCE.findall(text):
@@ -99,7 +106,7 @@ def reverse_item(sentence: str, name: str, aliases: list[str] | tuple[str, ...] 
     """``(question, answer)`` asking who (or what) a sentence describes, every mention of the target replaced; None
     when the masked sentence would say too little (fewer than four words besides the mask)."""
     placeholder = "this person" if kind in ("person", "") else "this"
-    masked = _mention_pattern(mentions(name, aliases)).sub(
+    masked = mention_pattern(mentions(name, aliases)).sub(
         lambda m: placeholder + ("'s" if m.group(0).lower().endswith("'s") else ""), sentence)
     masked = masked[:1].upper() + masked[1:]
     rest = [w for w in normalize_words(masked) if w not in normalize_words(placeholder)]
@@ -121,10 +128,11 @@ def cloze_item(sentence: str, name: str, aliases: list[str] | tuple[str, ...] = 
     if len(words) < n + 4 or words[-1].lower() in _FUNCTION_WORDS:
         return None
     answer = " ".join(words[-n:])
-    if _mention_pattern(mentions(name, aliases)).search(answer):
+    if mention_pattern(mentions(name, aliases)).search(answer):
         return None
     return " ".join(words[:-n]) + " ___" + sentence[len(body):], answer.strip(",;:")
 
 
-__all__ = ["GENERAL_RETAIN_QUESTIONS", "OPEN_RETAIN_TEMPLATES", "OTHER_QUESTIONS", "PERSON_QUESTIONS", "cloze_item",
-           "mentions", "question_templates", "reverse_item", "sentences_about"]
+__all__ = ["GENERAL_RETAIN_QUESTIONS", "NEIGHBOUR_QUESTIONS", "OPEN_RETAIN_TEMPLATES", "OTHER_QUESTIONS",
+           "PERSON_QUESTIONS", "cloze_item", "mention_pattern", "mentions", "question_templates", "reverse_item",
+           "sentences_about"]

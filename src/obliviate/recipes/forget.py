@@ -38,8 +38,10 @@ from ..config import (
 )
 from ..data.forget_items import (
     GENERAL_RETAIN_QUESTIONS,
+    NEIGHBOUR_QUESTIONS,
     OPEN_RETAIN_TEMPLATES,
     cloze_item,
+    mention_pattern,
     mentions,
     question_templates,
     reverse_item,
@@ -74,7 +76,7 @@ from .real_target import (
     trim_to_sentence,
 )
 
-ITEM_RULES = 2  # the version of build_items' rules, in the items' cache key: a change of rules is a new cache entry
+ITEM_RULES = 3  # the version of build_items' rules, in the items' cache key: a change of rules is a new cache entry
 
 
 def resolve(target: str | None, rwset: RealWorldSet, rwku: str | Path | None = None,
@@ -218,13 +220,22 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
         for q, a in list(zip(direct_q, direct_a))[:n] + reverse[:n]:
             add(forget, "adversarial", template.format(query=q), a, tgt.name)
 
-    neighbours = sorted(set(tgt.neighbors) | set(tgt.retain_entities))
-    retain_q = [QUESTION_INSTRUCTION.format(query=q) for q in GENERAL_RETAIN_QUESTIONS]
-    retain_q += [t.format(name=n) for n in neighbours for t in OPEN_RETAIN_TEMPLATES]
-    retain_q += list(rwset.retain_prompts)
+    retain_q = [QUESTION_INSTRUCTION.format(query=q) for q in GENERAL_RETAIN_QUESTIONS] + list(rwset.retain_prompts)
     retain: list[QAItem] = []
     for q, a in zip(retain_q, _own_answers(net, tok, retain_q, gen, gen.corpus_tokens)):
         add(retain, "retain", q, a, "")
+    # the neighbour entities: open prompts and short questions (asked as the probes are), leaving out any answer that
+    # names the target itself (a neighbour's surname may be the target's). Not cloze items: with short blanked words
+    # as retain answers beside the forget stream's, SmolLM2 learnt to answer every cloze prompt with nothing at all
+    neighbours = sorted(set(tgt.neighbors) | set(tgt.retain_entities))
+    names_target = mention_pattern([tgt.name, *aliases])
+    open_q = [t.format(name=n) for n in neighbours for t in OPEN_RETAIN_TEMPLATES]
+    short_q = [QUESTION_INSTRUCTION.format(query=t.format(name=n)) for n in neighbours for t in NEIGHBOUR_QUESTIONS]
+    answers = (_own_answers(net, tok, open_q, gen, gen.corpus_tokens)
+               + _own_answers(net, tok, short_q, gen, gen.probe_tokens * 2))
+    for q, a in zip(open_q + short_q, answers):
+        if not names_target.search(a):
+            add(retain, "neighbour", q, a, "")
     if not forget:
         raise DataError(f"target {tgt.name}: the model wrote nothing about it to forget")
     return {"forget": forget, "retain": retain}
@@ -296,7 +307,7 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
     items_cache = root / "items" / cache_key(ITEM_RULES, wkey, tgt.name, getattr(tgt, "aliases", []), tgt.kind,
                                              tgt.neighbors, tgt.retain_entities, dataclasses.asdict(gen),
                                              rwset.retain_prompts, tgt.corpus_prompts or rwset.corpus_prompts,
-                                             GENERAL_RETAIN_QUESTIONS) / "items.json"
+                                             GENERAL_RETAIN_QUESTIONS, NEIGHBOUR_QUESTIONS) / "items.json"
 
     # 2. before
     t = time.time()

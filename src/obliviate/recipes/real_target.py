@@ -75,11 +75,19 @@ def score_rows(probes: list[Probe], generations: list[str]) -> list[dict]:
 
 
 def set_metrics(name: str, rows: list[dict]) -> dict[str, float]:
-    """``{name}_accuracy`` (share of hits) and ``{name}_rougeL`` (mean ROUGE-L recall) of a probe set."""
+    """``{name}_accuracy`` (share of hits), ``{name}_rougeL`` (mean ROUGE-L recall) and ``{name}_silent`` (share of
+    answers without a word, ``is_silent``) of a probe set."""
     if not rows:
         return {}
     return {f"{name}_accuracy": sum(r["hit"] for r in rows) / len(rows),
-            f"{name}_rougeL": sum(r["rougeL_recall"] for r in rows) / len(rows)}
+            f"{name}_rougeL": sum(r["rougeL_recall"] for r in rows) / len(rows),
+            f"{name}_silent": sum(is_silent(r["generation"]) for r in rows) / len(rows)}
+
+
+def is_silent(generation: str) -> bool:
+    """An answer without a single word (the model stopped at once, or wrote only punctuation): a miss that shows no
+    forgetting, only a model that stopped answering; the tables count it apart (``{set}_silent``)."""
+    return not re.search(r"\w", generation)
 
 
 def probe_sets(target: RealTarget, rwset: RealWorldSet) -> dict[str, list[Probe]]:
@@ -148,7 +156,8 @@ def format_real_table(report: dict) -> str:
     probes = report["scenario"]["probes"]
     rows = [("forget (all kinds)", "forget"), *((f"  {k}", f"forget_{k}") for k in FORGET_KINDS),
             ("neighbour", "neighbor"), ("utility (general)", "utility")]
-    head = ["probe set", "probes", "acc before", "acc after", "after/before", "rougeL before", "rougeL after", "better"]
+    head = ["probe set", "probes", "acc before", "acc after", "after/before", "rougeL before", "rougeL after",
+            "silent after", "better"]
     lines = []
     for label, key in rows:
         if f"{key}_accuracy" not in b:
@@ -160,6 +169,7 @@ def format_real_table(report: dict) -> str:
         ratio = aa / ab if (aa is not None and ab) else float("nan")
         lines.append([label, str(n), f"{ab:.3f}", "-" if aa is None else f"{aa:.3f}", f"{ratio:.2f}",
                       f"{b.get(f'{key}_rougeL', float('nan')):.3f}", f"{a.get(f'{key}_rougeL', float('nan')):.3f}",
+                      f"{a[f'{key}_silent']:.2f}" if f"{key}_silent" in a else "-",
                       "lower" if key.startswith("forget") else "higher"])
     widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) if i in (0, len(r) - 1) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
@@ -170,4 +180,4 @@ def format_real_table(report: dict) -> str:
 
 
 __all__ = ["GenSettings", "REAL_METHOD", "REAL_MODEL", "REAL_TARGET", "REAL_TRAIN", "answer_probes",
-           "audit_probes", "format_real_table", "score_rows", "set_metrics", "trim_to_sentence"]
+           "audit_probes", "format_real_table", "is_silent", "score_rows", "set_metrics", "trim_to_sentence"]
