@@ -99,3 +99,40 @@ def test_rouge_tokenizer_with_cached_stems_equals_rouge_scores_own():
             s = ref.score(truth, gen)["rougeL"]
             assert M.rouge_l_recall(gen, truth) == s.recall
             assert M.rouge_l_f1(gen, truth) == s.fmeasure
+
+
+def _generate_tokens(model, batch, n, eos, pad):
+    out = model.generate(**batch, max_new_tokens=n, pad_token_id=pad, eos_token_id=eos, do_sample=False, num_beams=1,
+                         temperature=None, top_p=None, top_k=None)
+    return out[:, batch["input_ids"].shape[1]:]
+
+
+def test_greedy_loop_gives_generates_tokens_rotary_and_absolute_positions(random_model, small_bench):
+    """``greedy_tokens`` against ``model.generate`` on left-padded prompts of different lengths: a tiny Llama (rotary
+    positions) and a tiny GPT-2 (absolute positions, where the position ids of padded rows matter), with EOS never
+    met (every row runs to the limit) and with a frequent token as EOS (rows stop at different steps, finished rows
+    padded, the loop ending early)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from obliviate.data.collate import pad_prompts_left
+
+    llama, tok = random_model
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=32, n_layer=2, n_head=2)).eval()
+    fmt = PromptFormat(tok)
+    questions = [it.question for it in small_bench.forget[:5]] + ["Who?"]
+    batch = pad_prompts_left([fmt.prompt_ids(q) for q in questions], tok.pad_token_id)
+    assert len(set(batch["attention_mask"].sum(-1).tolist())) > 1  # the rows are padded differently
+    for model in (llama, gpt2):
+        first = _generate_tokens(model, batch, 12, None, tok.pad_token_id)
+        frequent = int(first[:, 3:].flatten().mode().values)  # a token the rows emit after a few steps
+        for eos, n in ((None, 24), (frequent, 24)):
+            want = _generate_tokens(model, batch, n, eos, tok.pad_token_id)
+            got = passes.greedy_tokens(model, batch["input_ids"], batch["attention_mask"], n,
+                                       [] if eos is None else eos, tok.pad_token_id)
+            assert torch.equal(got, want), (type(model).__name__, eos)
+        assert got.shape[1] < 24 or (got == frequent).any()  # the EOS case did stop rows
+    assert passes.plain_greedy_ok(llama)
+    llama.generation_config.repetition_penalty = 1.3  # a logits processor: generate() is used instead
+    assert not passes.plain_greedy_ok(llama)
+    llama.generation_config.repetition_penalty = 1.0

@@ -167,6 +167,66 @@ def score_items(model, fmt: PromptFormat, items: list[QAItem], pad_id: int, batc
     return result
 
 
+# generation-config fields whose non-default value makes ``generate`` change the greedy choice (a logits processor)
+_PROCESSOR_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+                     "min_length", "min_new_tokens", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
+                     "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty", "renormalize_logits",
+                     "epsilon_cutoff", "eta_cutoff", "watermarking_config", "max_time", "stop_strings")
+
+
+def plain_greedy_ok(model) -> bool:
+    """Whether ``greedy_tokens`` gives what ``model.generate`` gives greedily: a decoder-only model whose forward takes
+    a cache, and whose generation config asks for no logits processor or stopping rule beyond EOS and the length."""
+    import inspect
+
+    from transformers import GenerationConfig
+
+    if getattr(model.config, "is_encoder_decoder", False):
+        return False
+    params = set(inspect.signature(model.forward).parameters)
+    if "attention_mask" not in params or not params & {"cache", "past_key_values"}:
+        return False
+    gc, default = getattr(model, "generation_config", None), GenerationConfig()
+    return gc is None or all(getattr(gc, f, None) == getattr(default, f, None) for f in _PROCESSOR_FIELDS)
+
+
+@torch.no_grad()
+def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_id,
+                  pad_id: int) -> torch.Tensor:
+    """Greedy decoding of a left-padded batch, the new tokens only ([batch, <= max_new_tokens]): the same forward
+    calls as transformers' ``generate`` makes greedily (a ``DynamicCache``, position ids from the attention mask,
+    ``logits_to_keep=1``, float32 argmax; a finished row gets the pad token; stop when every row has met EOS), without
+    its per-token bookkeeping, which on a small model is a large share of the time (issue 19). The tokens equal
+    ``generate``'s (``tests/test_audit_speed.py``)."""
+    import inspect
+
+    from transformers import DynamicCache
+
+    params = set(inspect.signature(model.forward).parameters)
+    eos = torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id or []), device=input_ids.device)
+    cache_key = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
+    kw = {"use_cache": True, cache_key: DynamicCache(config=model.config)}
+    if "logits_to_keep" in params:
+        kw["logits_to_keep"] = 1
+    mask = attention_mask
+    pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0) if "position_ids" in params else None
+    ids = input_ids
+    done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    new: list[torch.Tensor] = []
+    for step in range(max_new_tokens):
+        extra = {"position_ids": pos} if pos is not None else {}
+        logits = model(input_ids=ids, attention_mask=mask, **extra, **kw).logits[:, -1].float()
+        nxt = logits.argmax(-1).masked_fill(done, pad_id)
+        new.append(nxt)
+        done |= torch.isin(nxt, eos)
+        if bool(done.all()):
+            break
+        ids = nxt[:, None]
+        mask = torch.cat([mask, mask.new_ones(len(ids), 1)], 1)
+        pos = pos[:, -1:] + 1 if pos is not None else None
+    return torch.stack(new, 1) if new else input_ids.new_zeros(len(input_ids), 0)
+
+
 @torch.no_grad()
 def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], batch_size: int = 32,
                      max_new_tokens: int = 64, sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
@@ -187,12 +247,16 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
         chunk = order[start:start + batch_size]
         padded = pad_prompts_left([prompts[i] for i in chunk], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in padded.items()}
-        kw = dict(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None)
-        if sample:
-            torch.manual_seed(batch_seed)
-            kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-        gen = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id, **kw)
+        if sample or not plain_greedy_ok(model):
+            kw = dict(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None)
+            if sample:
+                torch.manual_seed(batch_seed)
+                kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+            gen = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, **kw)[:, batch["input_ids"].shape[1]:]
+        else:
+            gen = greedy_tokens(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
+                                tokenizer.eos_token_id, tokenizer.pad_token_id)
         for row, i in enumerate(chunk):
-            out[i] = tokenizer.decode(gen[row, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            out[i] = tokenizer.decode(gen[row], skip_special_tokens=True).strip()
     return _gather_texts(out) if world > 1 else out  # type: ignore[return-value]
