@@ -13,9 +13,9 @@ shapes the probes take:
 * ``adversarial``: direct and reverse questions wrapped in the attack framings (``data.real_targets.ATTACKS``).
 
 The retain stream is the model's own answers to general questions (``GENERAL_RETAIN_QUESTIONS``, disjoint from the
-utility probes of ``resources/realworld.json``) and about the neighbour entities, in the shapes of the forget stream:
-open prompts, short questions (``NEIGHBOUR_QUESTIONS``) and cloze items from the sentences it wrote about them, so what
-the model says elsewhere, and about what sits next to the target, is what it keeps saying.
+utility probes of ``resources/realworld.json``) and about the neighbour entities (open prompts and the short questions
+``NEIGHBOUR_QUESTIONS``), so what the model says elsewhere, and about what sits next to the target, is what it keeps
+saying.
 """
 
 from __future__ import annotations

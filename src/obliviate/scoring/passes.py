@@ -213,7 +213,7 @@ def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     ids = input_ids
     done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
     new: list[torch.Tensor] = []
-    for step in range(max_new_tokens):
+    for _ in range(max_new_tokens):
         extra = {"position_ids": pos} if pos is not None else {}
         logits = model(input_ids=ids, attention_mask=mask, **extra, **kw).logits[:, -1].float()
         nxt = logits.argmax(-1).masked_fill(done, pad_id)
