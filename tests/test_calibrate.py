@@ -114,3 +114,22 @@ def test_no_spread_keeps_the_threshold_and_a_p_value_is_never_tightened():
     assert summarize(pvals, [], 10)["checks"]["forget_quality"]["derived_threshold"] == 0.05
     spread = [cert("forget_prob", v, 0.05, True) for v in (0.01, -0.01, 0.004, -0.004)]
     assert 0.01 <= summarize(spread, [], 10)["checks"]["forget_prob"]["derived_threshold"] < 0.05
+
+
+def test_held_out_pass_rate_by_hand():
+    """Three oracles, six ordered pairs, one membership check (threshold 20): leaving each oracle out, thresholds come
+    from the other two oracles' pairs and judge the four pairs of the one left out. Worked out by hand:
+    a out -> (b,c), (c,b) = 10, 10: no spread, the threshold stays 20; (a,c) = 30 fails, 3 of 4 pass;
+    b out -> (a,c), (c,a) = 30, 10: the derived threshold admits at least 30; all 4 of b's pairs (10) pass;
+    c out -> (a,b), (b,a) = 10, 10: 20 again; (a,c) = 30 fails, 3 of 4. In all 10 of 12. A check without values
+    (refusal consistency) counts as passed; fewer than three oracles give None."""
+    from obliviate.audit.calibrate import held_out_pass_rate
+
+    pairs = [["a", "b"], ["a", "c"], ["b", "a"], ["b", "c"], ["c", "a"], ["c", "b"]]
+    cal = {"oracles": ["a", "b", "c"], "pairs": pairs, "n_boot": 500,
+           "checks": {"mia_privleak": {"passes": "max", "threshold": 20.0, "values": [10, 30, 10, 10, 10, 10]},
+                      "refusal_consistency": {"passes": "min", "threshold": 0.5, "values": [None] * 6}}}
+    assert held_out_pass_rate(cal) == pytest.approx(10 / 12)
+    cal["checks"]["mia_privleak"]["values"][1] = 15  # within 20 everywhere: every held-out pair passes
+    assert held_out_pass_rate(cal) == 1.0
+    assert held_out_pass_rate({**cal, "oracles": ["a", "b"], "pairs": pairs[:1]}) is None
