@@ -104,7 +104,7 @@ def test_cli_refuses_one_seed_and_a_bad_calibration_file(tmp_path, capsys, small
     assert code == 2 and err.count("\n") == 1 and "cal.json" in err
 
 
-def test_no_spread_keeps_the_threshold_and_a_p_value_is_never_tightened():
+def test_no_spread_keeps_the_threshold_and_a_p_value_keeps_its_significance_level():
     def cert(name, value, threshold, passed):
         return {"checks": [{"name": name, "value": value, "threshold": threshold, "passed": passed}]}
 
@@ -112,6 +112,8 @@ def test_no_spread_keeps_the_threshold_and_a_p_value_is_never_tightened():
     assert summarize(same, [], 10)["checks"]["fluency"]["derived_threshold"] == 0.05
     pvals = [cert("forget_quality", p, 0.05, True) for p in (0.79, 0.79, 0.4, 0.97)]
     assert summarize(pvals, [], 10)["checks"]["forget_quality"]["derived_threshold"] == 0.05
+    wide = [cert("forget_quality", p, 0.05, True) for p in (0.06, 0.9, 0.5, 0.07)]  # a bound fitted here falls to 0
+    assert summarize(wide, [], 10)["checks"]["forget_quality"]["derived_threshold"] == 0.05
     spread = [cert("forget_prob", v, 0.05, True) for v in (0.01, -0.01, 0.004, -0.004)]
     assert 0.01 <= summarize(spread, [], 10)["checks"]["forget_prob"]["derived_threshold"] < 0.05
 
