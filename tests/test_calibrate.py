@@ -83,6 +83,9 @@ def test_certify_reads_calibrated_thresholds(calibration, tmp_path):
     assert quarter.threshold("forget_quality") == pytest.approx(cal["checks"]["forget_quality"]["derived_threshold"])
     kept = apply_calibration(CertifyConfig(thresholds={"forget_prob": 0.5}), path, 10, log=lambda *a: None)
     assert kept.threshold("forget_prob") == 0.5                         # an explicit threshold wins
+    old = tmp_path / "old.json"  # written before forget quality kept its significance level: 0 is not applied
+    old.write_text('{"checks": {"forget_quality": {"derived_threshold": 0.0}}, "n_items": 10}')
+    assert apply_calibration(CertifyConfig(), old, 10, log=lambda *a: None).threshold("forget_quality") == 0.05
     bad = tmp_path / "bad.json"
     bad.write_text('{"checks": {"forget_prob": {"derived_threshold": "x"}}, "n_items": 10}')
     with pytest.raises(ConfigError, match="bad.json.*forget_prob.*derived_threshold"):

@@ -76,12 +76,14 @@ def _derive(name: str, values: list, threshold: float | None, n_boot: int, seed:
     """``derive_threshold`` with the per-check rules: a p-value check (forget quality) keeps its significance level;
     no spread between the oracles (every value equal and passing) keeps the current threshold."""
     c = CHECKS[name]
-    derived = derive_threshold(values, c.passes, n_boot, seed, bounds=(0.0, 1.0) if name == "forget_quality" else None)
+    derived = derive_threshold(values, c.passes, n_boot, seed, bounds=(0.0, 1.0) if name in SIGNIFICANCE else None)
+    if derived is None or threshold is None:
+        return derived
+    if name in SIGNIFICANCE:
+        return threshold               # a significance level: not a spread to fit (it fell to 0 on 50 items)
     finite = [x for x in values if x is not None]
-    if derived is not None and len(set(finite)) == 1 and threshold is not None and c.judge(finite[0], threshold):
-        derived = threshold            # no spread between the oracles: nothing to derive a margin from
-    if derived is not None and threshold is not None and name in SIGNIFICANCE:
-        derived = threshold            # a significance level: not a spread to fit (it fell to 0 on 50 items)
+    if len(set(finite)) == 1 and c.judge(finite[0], threshold):
+        return threshold               # no spread between the oracles: nothing to derive a margin from
     return derived
 
 
@@ -229,7 +231,7 @@ def calibrated_thresholds(cal: dict, n_items: int) -> dict[str, float]:
     out = {}
     for name, r in cal["checks"].items():
         t = r.get("derived_threshold")
-        if name not in CHECKS or t is None:
+        if name not in CHECKS or t is None or name in SIGNIFICANCE:  # a significance level is never calibrated
             continue
         if r.get("scales_with_items") and n_items != cal["n_items"]:
             t = t * math.sqrt(cal["n_items"] / n_items)
