@@ -57,13 +57,15 @@ def test_calibration_table_and_rates(calibration):
 
 
 def test_derived_threshold_by_hand():
+    """mean + k sd with k the one-sided normal tolerance factor (95% coverage, 95% confidence) of published tables:
+    5.144 for 4 values, 4.203 for 5, 7.656 for 3."""
     values = [0.01, 0.03, 0.02, 0.05]
-    t = derive_threshold(values, "max", n_boot=4000, seed=1)
     mean = sum(values) / 4
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 3)
-    assert t >= max(values)
-    assert mean + 1.645 * sd * 0.5 < t < mean + 1.645 * sd * 3 + 0.05     # a normal bound, widened by resampling
-    assert derive_threshold([0.9, 0.8, 0.95], "min", seed=1) <= 0.8
+    assert derive_threshold(values, "max") == pytest.approx(mean + 5.144 * sd, rel=1e-3)
+    assert derive_threshold(values, "max", n_eff=5) == pytest.approx(mean + 4.203 * sd, rel=1e-3)
+    assert derive_threshold([0.01, 0.0100001], "max", n_eff=5) >= 0.0100001  # never below the largest value
+    assert derive_threshold([0.9, 0.8, 0.95], "min") <= 0.8
     assert derive_threshold([0.2, 0.6], "min", bounds=(0.0, 1.0)) >= 0.0
     assert derive_threshold([None, float("nan")], "max") is None
     cert = {"checks": [{"name": "forget_prob", "value": 0.2, "threshold": 0.05, "passed": False}]}
@@ -117,8 +119,10 @@ def test_no_spread_keeps_the_threshold_and_a_p_value_keeps_its_significance_leve
     assert summarize(pvals, [], 10)["checks"]["forget_quality"]["derived_threshold"] == 0.05
     wide = [cert("forget_quality", p, 0.05, True) for p in (0.06, 0.9, 0.5, 0.07)]  # a bound fitted here falls to 0
     assert summarize(wide, [], 10)["checks"]["forget_quality"]["derived_threshold"] == 0.05
-    spread = [cert("forget_prob", v, 0.05, True) for v in (0.01, -0.01, 0.004, -0.004)]
-    assert 0.01 <= summarize(spread, [], 10)["checks"]["forget_prob"]["derived_threshold"] < 0.05
+    spread = [cert("forget_prob", v, 0.05, True) for v in (0.01, -0.01, 0.004, -0.004)]  # 4 pairs: 3 oracles
+    sd = math.sqrt((0.01 ** 2 * 2 + 0.004 ** 2 * 2) / 3)
+    assert summarize(spread, [], 10)["checks"]["forget_prob"]["derived_threshold"] == pytest.approx(7.656 * sd,
+                                                                                                  rel=1e-3)
 
 
 def test_held_out_pass_rate_by_hand():
@@ -131,7 +135,7 @@ def test_held_out_pass_rate_by_hand():
     from obliviate.audit.calibrate import held_out_pass_rate
 
     pairs = [["a", "b"], ["a", "c"], ["b", "a"], ["b", "c"], ["c", "a"], ["c", "b"]]
-    cal = {"oracles": ["a", "b", "c"], "pairs": pairs, "n_boot": 500,
+    cal = {"oracles": ["a", "b", "c"], "pairs": pairs,
            "checks": {"mia_privleak": {"passes": "max", "threshold": 20.0, "values": [10, 30, 10, 10, 10, 10]},
                       "refusal_consistency": {"passes": "min", "threshold": 0.5, "values": [None] * 6}}}
     assert held_out_pass_rate(cal) == pytest.approx(10 / 12)

@@ -8,10 +8,13 @@ cache) and, when given, the target against each oracle. Per check it reports:
 
 * the distribution of the check's value over the oracle pairs (values, mean, sd, min, max);
 * ``false_failure_rate``: the share of oracle pairs the current threshold fails;
-* ``derived_threshold``: t = the upper (lower, for a check that passes when >=) 95% bootstrap confidence bound of the
-  value's 95% quantile under a normal fit, mean + 1.645 sd, over ``n_boot`` resamples of the pairs; then widened to
-  admit every pair it was derived from. With few pairs the bound is dominated by the sample's spread: more seeds give
-  a tighter (better-founded) threshold. Two exceptions: when every pair gives the same value (no spread: a
+* ``derived_threshold``: t = a one-sided normal tolerance bound, mean + k sd, with k the factor that covers 95% of
+  the oracles' values with 95% confidence (``tolerance_factor``), then widened to admit every pair it was derived
+  from. The pairs are not independent (each of K oracles is in 2(K-1) of them), so the sample size behind k is the
+  number of oracles, not of pairs: with 5 oracles k = 4.20. (The first rule, a bootstrap of mean + 1.645 sd over the
+  20 pairs, let an oracle left out of the derivation pass the whole certificate only 55-70% of the time at
+  forget01-10 of the synthetic benchmark; this bound 82-98%, the target still failing every certificate.) More seeds
+  give a tighter (better-founded) threshold. Two exceptions: when every pair gives the same value (no spread: a
   discrete statistic, or a value that is 0 for every oracle) the current threshold is kept if it admits that value;
   and a p-value check (``forget_quality``) keeps its current threshold, a significance level (p-values between
   equivalent models are uniform, so a bound fitted to them only says how spread a uniform variable is: at forget05 of
@@ -52,31 +55,43 @@ def scales_with_items(name: str) -> bool:
     return CHECKS[name].passes == "max" and name not in NOT_SCALED
 
 
-def derive_threshold(values: list, passes: str, n_boot: int = 2000, seed: int = 0, q: float = QUANTILE,
+def tolerance_factor(n: int, coverage: float = QUANTILE, confidence: float = QUANTILE) -> float:
+    """k such that mean + k sd of n normal values exceeds the ``coverage`` quantile of their distribution with
+    probability ``confidence`` (the one-sided normal tolerance factor: a noncentral t quantile over sqrt(n))."""
+    from scipy import stats
+
+    n = max(int(n), 2)
+    return float(stats.nct.ppf(confidence, df=n - 1, nc=NormalDist().inv_cdf(coverage) * math.sqrt(n)) / math.sqrt(n))
+
+
+def derive_threshold(values: list, passes: str, n_eff: int | None = None, q: float = QUANTILE,
                      bounds: tuple[float, float] | None = None) -> float | None:
-    """The threshold derived from a check's values between independent oracles (module docstring); None without any
+    """The threshold derived from a check's values between independent oracles (module docstring): mean + k sd
+    (mean - k sd for a check that passes when >=), k = ``tolerance_factor(n_eff)`` (``n_eff``: the number of
+    independent oracles behind the values, default their count), widened to admit every value; None without any
     finite value."""
     v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     if not len(v):
         return None
-    sign = 1.0 if passes == "max" else -1.0
-    w = sign * v
-    z = NormalDist().inv_cdf(q)
-    rng = np.random.default_rng(seed)
-    samples = rng.choice(w, size=(n_boot, len(w)), replace=True)
-    sd = samples.std(axis=1, ddof=1) if len(w) > 1 else np.zeros(n_boot)
-    t = max(float(np.quantile(samples.mean(axis=1) + z * sd, q)), float(w.max()))
-    t = sign * t
+    w = (1.0 if passes == "max" else -1.0) * v
+    sd = float(w.std(ddof=1)) if len(w) > 1 else 0.0
+    t = max(float(w.mean()) + tolerance_factor(n_eff or len(w), q, q) * sd, float(w.max()))
+    t = t if passes == "max" else -t
     if bounds is not None:
         t = min(max(t, bounds[0]), bounds[1])
     return float(t) + 0.0   # no -0.0
 
 
-def _derive(name: str, values: list, threshold: float | None, n_boot: int, seed: int) -> float | None:
+def oracles_of_pairs(n_pairs: int) -> int:
+    """k, from the k(k-1) ordered pairs of k oracles."""
+    return max(2, round((1 + math.sqrt(1 + 4 * n_pairs)) / 2))
+
+
+def _derive(name: str, values: list, threshold: float | None, n_eff: int) -> float | None:
     """``derive_threshold`` with the per-check rules: a p-value check (forget quality) keeps its significance level;
     no spread between the oracles (every value equal and passing) keeps the current threshold."""
     c = CHECKS[name]
-    derived = derive_threshold(values, c.passes, n_boot, seed, bounds=(0.0, 1.0) if name in SIGNIFICANCE else None)
+    derived = derive_threshold(values, c.passes, n_eff, bounds=(0.0, 1.0) if name in SIGNIFICANCE else None)
     if derived is None or threshold is None:
         return derived
     if name in SIGNIFICANCE:
@@ -87,7 +102,7 @@ def _derive(name: str, values: list, threshold: float | None, n_boot: int, seed:
     return derived
 
 
-def held_out_pass_rate(cal: dict, seed: int = 0) -> float | None:
+def held_out_pass_rate(cal: dict) -> float | None:
     """The whole certificate's pass rate between oracles at thresholds derived **without** them: for each oracle k,
     thresholds are derived from the pairs of the other oracles only and judge every pair that involves k (k audited
     against another, another against k). The derived thresholds admit every pair they were derived from by
@@ -102,7 +117,7 @@ def held_out_pass_rate(cal: dict, seed: int = 0) -> float | None:
         held = [i for i, pair in enumerate(pairs) if k in pair]
         ok = [True] * len(held)
         for name, row in cal["checks"].items():
-            t = _derive(name, [row["values"][i] for i in fit], row["threshold"], cal.get("n_boot", 2000), seed)
+            t = _derive(name, [row["values"][i] for i in fit], row["threshold"], len(labels) - 1)
             for j, i in enumerate(held):
                 v = row["values"][i]
                 if v is not None and t is not None and not CHECKS[name].judge(v, t):
@@ -127,8 +142,7 @@ def _judge(name: str, entry: dict, threshold: float | None) -> bool:
     return CHECKS[name].judge(entry["value"], threshold)
 
 
-def summarize(pair_certs: list[dict], target_certs: list[dict], n_items: int, n_boot: int = 2000,
-              seed: int = 0) -> dict:
+def summarize(pair_certs: list[dict], target_certs: list[dict], n_items: int) -> dict:
     """The per-check calibration table from the oracle-pair certificates and the target's certificates."""
     pairs, targets = _entries(pair_certs), _entries(target_certs)
     checks = {}
@@ -138,7 +152,7 @@ def summarize(pair_certs: list[dict], target_certs: list[dict], n_items: int, n_
         values = [e["value"] for e in entries]
         finite = [x for x in values if x is not None]
         threshold = entries[0]["threshold"]
-        derived = _derive(name, values, threshold, n_boot, seed)
+        derived = _derive(name, values, threshold, oracles_of_pairs(len(entries)))
         t_entries = targets.get(name, [])
         row = {"passes": c.passes, "threshold": threshold, "n_pairs": len(entries), "values": values,
                "mean": float(np.mean(finite)) if finite else None,
@@ -162,13 +176,14 @@ def summarize(pair_certs: list[dict], target_certs: list[dict], n_items: int, n_
                   for e in cert["checks"] if e["name"] in checks) for cert in certs]
         return sum(ok) / len(ok)
 
-    return {"n_items": n_items, "quantile": QUANTILE, "n_boot": n_boot, "checks": checks,
+    return {"n_items": n_items, "quantile": QUANTILE, "derivation": "normal tolerance bound, n = oracles",
+            "checks": checks,
             "oracle_pass_rate": {"current": whole(pair_certs, False), "derived": whole(pair_certs, True)},
             "target_pass_rate": {"current": whole(target_certs, False), "derived": whole(target_certs, True)}}
 
 
 def calibrate(oracles: dict[str, tuple], bench: Benchmark, cfg: CertifyConfig | None = None,
-              target: tuple | None = None, log=print, n_boot: int = 2000) -> dict:
+              target: tuple | None = None, log=print) -> dict:
     """Run the battery of every ordered pair of ``oracles`` (label -> (model, tokenizer), at least two) and of the
     ``target`` (model, tokenizer) against each oracle; returns ``summarize``'s table plus the pairs it ran."""
     if len(oracles) < 2:
@@ -191,10 +206,10 @@ def calibrate(oracles: dict[str, tuple], bench: Benchmark, cfg: CertifyConfig | 
             cert, _ = run_battery({"model": roles_target["target"], "oracle": models[j], **roles_target}, bench, cfg,
                                   quiet, cache)
             target_certs.append(cert)
-    out = summarize(pair_certs, target_certs, len(bench.forget), n_boot, cfg.seed)
+    out = summarize(pair_certs, target_certs, len(bench.forget))
     out["pairs"] = pairs
     out["oracles"] = list(models)
-    out["oracle_pass_rate"]["held_out"] = held_out_pass_rate(out, cfg.seed)
+    out["oracle_pass_rate"]["held_out"] = held_out_pass_rate(out)
     out["forget_split"] = bench.forget_split
     out["certify_config"] = dataclasses.asdict(cfg)
     return out
