@@ -32,7 +32,6 @@ tiny benchmark rho 0.03 already halves retain probability, so keep rho small wit
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +39,7 @@ import torch
 from ..logprobs import forward_logits, nll_mean, sequence_logprob
 from .base import Method, register
 from .losses import gradient_surrogate, npo_loss, retain_loss
+from .shared import replayed, rng_state
 
 
 def _grads(value, params, create_graph=False):
@@ -49,25 +49,6 @@ def _grads(value, params, create_graph=False):
 
 def _dot(a, b):
     return sum((x * y).sum() for x, y in zip(a, b))
-
-
-def _rng_state(device) -> tuple:
-    """The random state dropout draws from on ``device`` (the CPU's, plus the accelerator's when there is one)."""
-    device = torch.device(device)
-    accel = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return device, torch.get_rng_state(), accel
-
-
-@contextmanager
-def _replayed(state):
-    """Run the block with the random state ``state`` (so dropout draws the same masks as when it was taken), then
-    continue the global random stream as if the block had not run."""
-    device, cpu, accel = state
-    with torch.random.fork_rng(devices=[device] if accel is not None else []):
-        torch.set_rng_state(cpu)
-        if accel is not None:
-            torch.cuda.set_rng_state(accel, device)
-        yield
 
 
 @register("OFMU")
@@ -138,7 +119,7 @@ class OFMU(Method):
         phase, rho = self.phase(), self.rho_now()
         self.evaluations += 1
         exact = not self.first_order
-        rng = _rng_state(f["input_ids"].device)   # the dropout masks of F's pass, replayed for the shifted pass
+        rng = rng_state(f["input_ids"].device)   # the dropout masks of F's pass, replayed for the shifted pass
         F_ = self.forget_objective(model, f, ref)
         lr = retain_loss(self.retain_loss, model, r, ref)
         logs = {"forget_objective": F_.item(), "retain_loss": lr.item(), "phase_inner": float(phase == "inner"),
@@ -172,7 +153,7 @@ class OFMU(Method):
             with torch.no_grad():
                 for p, g in zip(params, g_f):
                     p.add_(g, alpha=self.fd_radius / float(norm))
-            with _replayed(rng):
+            with replayed(rng):
                 g_shift = _grads(self.forget_objective(model, f, ref), params)
             with torch.no_grad():
                 for p, s in zip(params, saved):

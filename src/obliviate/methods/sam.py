@@ -25,7 +25,6 @@ tiny model, NPO's preset alpha 5 applies here too.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -33,18 +32,7 @@ import torch
 from ..logprobs import forward_logits, sequence_logprob
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES, gradient_surrogate, npo_loss
-
-
-@contextmanager
-def _same_random_state(cpu_state, device):
-    """Run the block from the random state ``cpu_state`` (and the accelerator's saved beside it), so dropout draws the
-    masks it drew from there before; afterwards the global random stream continues as if the block had not run."""
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else []):
-        torch.set_rng_state(cpu_state[0])
-        if cuda:
-            torch.cuda.set_rng_state(cpu_state[1], device)
-        yield
+from .shared import replayed, rng_state
 
 
 @register("SAM-NPO")
@@ -69,8 +57,7 @@ class SamNPO(RetainTerm, Method):
     def loss(self, model, batch, ref):
         f = batch["forget"]
         ref_logp = ref.sequence_logprob("forget", f)
-        device = f["input_ids"].device
-        rng = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+        rng = rng_state(f["input_ids"].device)  # the first forget pass's dropout masks, replayed for the second
         clean, logp = self.forget_loss(model, f, ref_logp)
         logs = {"forget_logprob": logp.mean().item(), "forget_loss_clean": clean.item()}
         if self.rho == 0:
@@ -89,7 +76,7 @@ class SamNPO(RetainTerm, Method):
             with torch.no_grad():
                 for p, g in zip(params, grads):
                     p.add_(g, alpha=self.rho / float(norm))
-            with _same_random_state(rng, device):
+            with replayed(rng):
                 perturbed, _ = self.forget_loss(model, f, ref_logp)
             sharp = torch.autograd.grad(perturbed, params, allow_unused=True)
         finally:

@@ -11,7 +11,8 @@ never from another method file.
   preferring an aligned stream to the forget answers);
 * wrappers: ``make_inner`` / ``parse_hparams`` / ``max_reference`` build and describe the method a wrapper (GU, Scope)
   holds;
-* ``finetune_copy``: a fine-tuned copy of a model (task vectors, WHP's reinforced model).
+* ``finetune_copy``: a fine-tuned copy of a model (task vectors, WHP's reinforced model);
+* random state: ``rng_state`` / ``replayed`` (a second pass under the dropout masks of the first: OFMU, SAM-NPO).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import copy
 import random
 import re
 from collections import Counter
+from contextlib import contextmanager
 
 import torch
 
@@ -228,3 +230,22 @@ def finetune_copy(model, tokenizer, items, steps: int, lr: float, batch_size: in
     for p in ft.parameters():
         p.requires_grad_(False)
     return ft
+
+
+def rng_state(device) -> tuple:
+    """The random state dropout draws from on ``device`` (the CPU's, plus the accelerator's when there is one)."""
+    device = torch.device(device)
+    accel = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return device, torch.get_rng_state(), accel
+
+
+@contextmanager
+def replayed(state):
+    """Run the block with the random state ``state`` (so dropout draws the same masks as when it was taken), then
+    continue the global random stream as if the block had not run."""
+    device, cpu, accel = state
+    with torch.random.fork_rng(devices=[device] if accel is not None else []):
+        torch.set_rng_state(cpu)
+        if accel is not None:
+            torch.cuda.set_rng_state(accel, device)
+        yield
