@@ -105,22 +105,23 @@ class RealWorldSet:
 
     def target(self, name: str) -> RealTarget:
         """The target called ``name`` (accents, case and punctuation folded); a near miss names the closest ones."""
-        want = _key(name)
+        want = fold_name(name)
         for t in self.targets:
-            if _key(t.name) == want:
+            if fold_name(t.name) == want:
                 return t
         close = close_names(name, [t.name for t in self.targets])
         hint = f"did you mean: {', '.join(close)}?" if close else f"known: {', '.join(t.name for t in self.targets)}"
         raise DataError(f"{self.source}: no target '{name}'; {hint}")
 
 
-def _key(name: str) -> str:
+def fold_name(name: str) -> str:
+    """A name compared with accents, case and punctuation folded ("Beyoncé" and "beyonce" are one name)."""
     return " ".join(normalize_words(name))
 
 
 def slug(name: str) -> str:
     """The folded name as one token for probe ids ("Beyoncé Knowles" -> beyonce-knowles)."""
-    return _key(name).replace(" ", "-")
+    return fold_name(name).replace(" ", "-")
 
 
 def close_names(query: str, names: list[str], n: int = 5) -> list[str]:
@@ -193,14 +194,14 @@ def expand_answers(probe: Probe, target_name: str, aliases: list[str] | tuple[st
     Other probes keep their answers. Answers that fold to the same words are kept once, first spelling first."""
     sur = surname(target_name) if person else None
     names = [target_name, *aliases, *([sur] if sur else [])]
-    keys = {_key(n) for n in names}
+    keys = {fold_name(n) for n in names}
     out = list(probe.answers)
-    if any(_key(a) in keys for a in probe.answers):
+    if any(fold_name(a) in keys for a in probe.answers):
         out += names
     seen, kept = set(), []
     for a in out:
-        if _key(a) and _key(a) not in seen:
-            seen.add(_key(a))
+        if fold_name(a) and fold_name(a) not in seen:
+            seen.add(fold_name(a))
             kept.append(a)
     return kept
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .formats import read_documents, read_qa, read_records
-from .real_targets import close_names, normalize_words
+from .real_targets import close_names, fold_name
 from .records import Document, QAItem
 
 PROBE_FILES = {
@@ -86,10 +86,6 @@ def target_names(root: str | Path) -> list[tuple[int, str, str]]:
     return _NAMES[key]
 
 
-def _fold(text: str) -> str:
-    return " ".join(normalize_words(text))
-
-
 def find_target(root: str | Path, query: int | str) -> tuple[int, str]:
     """(id, folder name) of the target ``query`` names: an id (``141`` or ``"141"``), a folder name
     (``"141_J__K__Rowling"``, or without its id), or the target's name as in ``intro.json``, compared with accents,
@@ -101,16 +97,16 @@ def find_target(root: str | Path, query: int | str) -> tuple[int, str]:
     for i, f in targets:
         if q == str(i) or q.lower() == f.lower():
             return i, f
-    want = _fold(q)
+    want = fold_name(q)
     if want:
         # the folder's name part first (no file read), then the names in intro.json (read once, only when needed)
         for i, f in targets:
-            if _fold(f.split("_", 1)[-1]) == want:
+            if fold_name(f.split("_", 1)[-1]) == want:
                 return i, f
         names = target_names(root)
         for compact in (False, True):
             for i, f, name in names:
-                folded = _fold(name)
+                folded = fold_name(name)
                 if (folded.replace(" ", "") == want.replace(" ", "")) if compact else folded == want:
                     return i, f
     names = target_names(root)
