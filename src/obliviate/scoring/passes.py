@@ -239,6 +239,7 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
     out: list[str | None] = [None] * len(prompts)
     seeds = torch.Generator().manual_seed(seed)
     world, rank = process_shard()
+    loop = not sample and plain_greedy_ok(model)
     for b, start in enumerate(range(0, len(order), batch_size)):
         batch_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=seeds)) if sample else 0  # drawn on all ranks
         if b % world != rank:
@@ -247,16 +248,16 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
         chunk = order[start:start + batch_size]
         padded = pad_prompts_left([prompts[i] for i in chunk], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in padded.items()}
-        if sample or not plain_greedy_ok(model):
+        if loop:
+            gen = greedy_tokens(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
+                                tokenizer.eos_token_id, tokenizer.pad_token_id)
+        else:
             kw = dict(do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None)
             if sample:
                 torch.manual_seed(batch_seed)
                 kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
             gen = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id, **kw)[:, batch["input_ids"].shape[1]:]
-        else:
-            gen = greedy_tokens(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
-                                tokenizer.eos_token_id, tokenizer.pad_token_id)
         for row, i in enumerate(chunk):
             out[i] = tokenizer.decode(gen[row], skip_special_tokens=True).strip()
     return _gather_texts(out) if world > 1 else out  # type: ignore[return-value]
