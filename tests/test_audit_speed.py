@@ -136,3 +136,34 @@ def test_greedy_loop_gives_generates_tokens_rotary_and_absolute_positions(random
     llama.generation_config.repetition_penalty = 1.3  # a logits processor: generate() is used instead
     assert not passes.plain_greedy_ok(llama)
     llama.generation_config.repetition_penalty = 1.0
+
+
+def test_preallocated_cache_hands_attention_what_dynamic_cache_does(random_model, small_bench, monkeypatch):
+    """``preallocated_cache`` writes keys and values into buffers allocated once and returns views of the filled part:
+    each layer's keys and values equal ``DynamicCache``'s after every update (the buffer grown past its capacity
+    too), and greedy decoding gives the same tokens with a buffer that must grow several times as with one that never
+    does."""
+    from transformers import DynamicCache
+
+    from obliviate.data.collate import pad_prompts_left
+
+    model, tok = random_model
+    cache = passes.preallocated_cache(model.config, 6)
+    assert all(type(layer).__name__ == "_BufferLayer" for layer in cache.layers)
+    plain = DynamicCache(config=model.config)
+    torch.manual_seed(0)
+    for length in (4, 1, 1, 3, 1):            # 4 + 1 + 1 fill the 6 positions; 3 more make it double
+        k, v = torch.randn(2, 2, length, 8), torch.randn(2, 2, length, 8)
+        got, want = cache.update(k, v, 0), plain.update(k, v, 0)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert cache.get_seq_length() == plain.get_seq_length()
+    assert cache.layers[0].capacity == 18 and cache.layers[0].length == 10
+
+    fmt = PromptFormat(tok)
+    batch = pad_prompts_left([fmt.prompt_ids(it.question) for it in small_bench.forget[:4]], tok.pad_token_id)
+    real, tokens = passes.preallocated_cache, {}
+    for capacity in (1, None):                # 1: the buffer doubles again and again; None: room for every token
+        monkeypatch.setattr(passes, "preallocated_cache", lambda config, n, c=capacity: real(config, c or n))
+        tokens[capacity] = passes.greedy_tokens(model, batch["input_ids"], batch["attention_mask"], 20, [],
+                                                tok.pad_token_id)
+    assert torch.equal(tokens[1], tokens[None]) and tokens[1].shape[1] == 20
