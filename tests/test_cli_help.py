@@ -52,7 +52,7 @@ def test_options_only_where_they_do_something():
 
 def test_demo_help_says_what_runs():
     text = " ".join(dict(subcommands(build_parser()))["demo"].format_help().split())
-    assert "PDU on forget10 by default" in text and "NPO" not in text.split("With --real")[0]
+    assert "SAM-NPO on forget10 by default" in text and "IdkDPO" not in text.split("With --real")[0]
     assert "default runs/demo; runs/demo-real with --real" in text
     assert "learning rate (default 0.0005, 0.0001 with --real)" in text
 

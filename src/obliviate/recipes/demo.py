@@ -2,7 +2,7 @@
 
 1. the synthetic benchmark (written to ``runs/data/fictional-authors`` when missing);
 2. a tiny Llama fine-tuned into the target (every split) and the oracle (retain only), cached after the first run;
-3. unlearning of the forget split from the target with ``DEMO_METHOD`` (``config.py``; PDU);
+3. unlearning of the forget split from the target with ``DEMO_METHOD`` (``config.py``; SAM-NPO, rho 0.1, alpha 10);
 4. an audit of target, oracle and unlearned model, ``report.json`` and ``report.html`` in the run folder and the table.
 """
 
