@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..logprobs import IGNORE, forward_logits, nll_mean, shift, token_logprobs
+from ..logprobs import IGNORE, forward_logits, nll_mean, nll_mean_of, shift, token_logprobs
 
 
 def npo_loss(logp_theta: torch.Tensor, logp_ref: torch.Tensor, beta: float) -> torch.Tensor:
@@ -65,9 +65,9 @@ def retain_loss(kind: str, model, retain: dict, ref) -> torch.Tensor:
     ``none``."""
     if kind == "none":
         return torch.zeros((), device=retain["input_ids"].device)
-    logits = forward_logits(model, retain)
     if kind == "nll":
-        return nll_mean(logits, retain["labels"])
+        return nll_mean_of(model, retain)
+    logits = forward_logits(model, retain)
     if kind in ("kl", "kl_batchmean"):
         return kl_to_reference(logits, ref.logits(retain), retain["labels"],
                                "batchmean" if kind == "kl_batchmean" else "answer")

@@ -29,7 +29,7 @@ from ..data.collate import PromptFormat, pad_batch
 from ..data.records import QAItem
 from ..engine.pairing import micro_batch_indices
 from ..errors import ConfigError
-from ..logprobs import forward_logits, nll_mean, sequence_logprob
+from ..logprobs import forward_logits, nll_mean, sequence_logprob_of
 from ..models import decoder_blocks
 from ..resources import idk_answers
 from .base import Method, make_method
@@ -161,8 +161,8 @@ def dpo_towards(model, batch, ref, win_stream: str, beta: float):
 
     Returns (loss, lose log-probs, win log-probs)."""
     f, w = batch["forget"], batch[win_stream]
-    lose, _ = sequence_logprob(forward_logits(model, f), f["labels"])
-    win, _ = sequence_logprob(forward_logits(model, w), w["labels"])
+    lose, _ = sequence_logprob_of(model, f)
+    win, _ = sequence_logprob_of(model, w)
     ref_win, ref_lose = ref.sequence_logprob(win_stream, w), ref.sequence_logprob("forget", f)
     return dpo_loss(win, lose, ref_win, ref_lose, beta), lose, win
 
