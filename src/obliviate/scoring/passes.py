@@ -190,7 +190,6 @@ def plain_greedy_ok(model) -> bool:
     return gc is None or all(getattr(gc, f, None) == getattr(default, f, None) for f in _PROCESSOR_FIELDS)
 
 
-@torch.no_grad()
 def preallocated_cache(config, capacity: int):
     """transformers' ``DynamicCache`` whose full-attention layers write each step's keys and values into a buffer of
     ``capacity`` positions allocated once, and hand attention a view of the filled part, instead of concatenating the
@@ -243,6 +242,7 @@ else:
             return self.keys, self.values
 
 
+@torch.no_grad()
 def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_id,
                   pad_id: int) -> torch.Tensor:
     """Greedy decoding of a left-padded batch, the new tokens only ([batch, <= max_new_tokens]): the same forward
