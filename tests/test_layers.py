@@ -16,7 +16,7 @@ import obliviate
 ROOT = Path(obliviate.__file__).parent
 
 LAYERS = [
-    ("core", ["errors", "io", "config", "logprobs", "cache", "threads", "resources"]),
+    ("core", ["errors", "io", "config", "logprobs", "cache", "threads", "heap", "resources"]),
     ("data", ["data"]),
     ("models", ["models"]),
     ("scoring", ["scoring"]),
