@@ -5,9 +5,10 @@ once; smaller ones come from the heap, whose freed space stays with the process.
 mmapped block raises it to that block's size (up to 32 MB), so after the first tensors of a job come and go, tensors of
 a few MB come from the heap and their space stays resident, fragmented between what is still alive. A torch job whose
 phases allocate tensors of many sizes (generation, then training) then holds far more than it uses: ``obliviate
-forget`` on SmolLM2-135M peaked at 2.51 GB, and at 2.35 GB with the threshold fixed at 1 MiB (issue 21; 7 min 0 s
-against 6 min 52 s). Fixing the threshold also turns the dynamic rule off. Elsewhere (another C library) this does
-nothing.
+forget`` on SmolLM2-135M peaked at 2.51 GB, and at 2.35 GB with the threshold fixed at 1 MiB (issue 21; 7 min 6 s
+against 6 min 52 s). Fixing the threshold also turns the dynamic rule off. It is a setting of the whole process, so
+the commands make it (``obliviate forget``, ``demo --real``), not the library functions they call. Elsewhere (another
+C library) this does nothing.
 """
 
 from __future__ import annotations
