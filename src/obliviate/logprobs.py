@@ -62,7 +62,9 @@ def head_on_targets(model, on: bool, rows: int = HEAD_ROWS) -> bool:
     ``linear``, ``log_softmax`` and its backward kernel on fewer rows), so losses and the gradients of the layers below
     equal the full-tensor ones (``tests/test_logprobs.py``); a trainable lm-head gets its gradient summed chunk by
     chunk, in another order. Only for model types whose forward is decoder -> lm_head (``_PLAIN_HEAD_TYPES``);
-    returns whether it is on."""
+    returns whether it is on. The methods whose losses are sequence log-probs or NLLs call these (NPO, SimNPO,
+    SAM-NPO, PDU, GradAscent, GradDiff, IdkNLL, IdkDPO, TraceReplace, Finetune, the NLL retain term); those that hook
+    the model's modules (K-FADE, ReGLU, SSD) or need whole logits keep ``forward_logits``."""
     ok = on and getattr(model.config, "model_type", None) in _PLAIN_HEAD_TYPES and hasattr(model, "get_decoder")
     setattr(model, _FLAG, rows if ok else None)
     return bool(ok)

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from ..logprobs import forward_logits, nll_mean
+from ..logprobs import nll_mean_of
 from .base import Method, register
 
 
@@ -12,5 +12,5 @@ class Finetune(Method):
     primary = "train"
 
     def loss(self, model, batch, ref):
-        loss = nll_mean(forward_logits(model, batch["train"]), batch["train"]["labels"])
+        loss = nll_mean_of(model, batch["train"])
         return loss, {"nll": loss.item()}

@@ -8,7 +8,7 @@ Unlearning for Mitigating Privacy Risks in Language Models"); it forgets fast an
 
 from dataclasses import dataclass
 
-from ..logprobs import forward_logits, nll_mean
+from ..logprobs import nll_mean_of
 from .base import Method, register
 
 
@@ -16,5 +16,5 @@ from .base import Method, register
 @dataclass
 class GradAscent(Method):
     def loss(self, model, batch, ref):
-        forget_nll = nll_mean(forward_logits(model, batch["forget"]), batch["forget"]["labels"])
+        forget_nll = nll_mean_of(model, batch["forget"])
         return -forget_nll, {"forget_nll": forget_nll.item()}

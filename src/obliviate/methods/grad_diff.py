@@ -8,7 +8,7 @@ the frozen starting model) or ``kl_batchmean`` (open-unlearning's KL: every posi
 
 from dataclasses import dataclass
 
-from ..logprobs import forward_logits, nll_mean
+from ..logprobs import nll_mean_of
 from .base import Method, register
 from .losses import KL_RETAIN_LOSSES, RETAIN_LOSSES, retain_loss
 
@@ -28,7 +28,7 @@ class GradDiff(Method):
         return "model" if self.retain_loss in KL_RETAIN_LOSSES else "none"
 
     def loss(self, model, batch, ref):
-        forget_nll = nll_mean(forward_logits(model, batch["forget"]), batch["forget"]["labels"])
+        forget_nll = nll_mean_of(model, batch["forget"])
         r = retain_loss(self.retain_loss, model, batch["retain"], ref)
         loss = self.gamma * -forget_nll + self.alpha * r
         return loss, {"forget_nll": forget_nll.item(), "retain_loss": r.item()}

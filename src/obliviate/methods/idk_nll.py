@@ -9,7 +9,7 @@ stream ``forget_idk``. Defaults: gamma 1, alpha 1, retain NLL.
 
 from dataclasses import dataclass
 
-from ..logprobs import forward_logits, nll_mean
+from ..logprobs import nll_mean_of
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES
 from .shared import idk_stream
@@ -33,5 +33,5 @@ class IdkNLL(RetainTerm, Method):
 
     def loss(self, model, batch, ref):
         idk = batch["forget_idk"]
-        forget = nll_mean(forward_logits(model, idk), idk["labels"])
+        forget = nll_mean_of(model, idk)
         return self.with_retain(forget, model, batch, ref)

@@ -12,7 +12,7 @@ Defaults (open-unlearning): beta 0.1, gamma 1, alpha 1, retain NLL.
 
 from dataclasses import dataclass
 
-from ..logprobs import forward_logits, sequence_logprob
+from ..logprobs import sequence_logprob_of
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES, npo_loss
 
@@ -31,6 +31,6 @@ class NPO(RetainTerm, Method):
 
     def loss(self, model, batch, ref):
         f = batch["forget"]
-        logp, _ = sequence_logprob(forward_logits(model, f), f["labels"])
+        logp, _ = sequence_logprob_of(model, f)
         forget = npo_loss(logp, ref.sequence_logprob("forget", f), self.beta)
         return self.with_retain(forget, model, batch, ref, forget_logprob=logp.mean().item())

@@ -25,7 +25,7 @@ import torch
 
 from ..data.collate import item_batches
 from ..errors import ConfigError
-from ..logprobs import forward_logits, sequence_logprob
+from ..logprobs import forward_logits, sequence_logprob_of
 from .base import Method, register
 from .losses import pdu_forget_loss, retain_loss
 
@@ -38,7 +38,7 @@ def retain_nll(model, tokenizer, items, batch_size: int = 16) -> float:
     model.eval()
     total, count = 0.0, 0
     for b in item_batches(tokenizer, items, batch_size, device, max_length=512):
-        lp, n = sequence_logprob(forward_logits(model, b), b["labels"])
+        lp, n = sequence_logprob_of(model, b)
         total -= lp.sum().item()
         count += int(n.sum())
     model.train(was_training)

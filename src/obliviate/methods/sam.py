@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..logprobs import forward_logits, sequence_logprob
+from ..logprobs import sequence_logprob_of
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES, gradient_surrogate, npo_loss
 from .shared import replayed, rng_state
@@ -51,7 +51,7 @@ class SamNPO(RetainTerm, Method):
 
     def forget_loss(self, model, f, ref_logp) -> tuple[torch.Tensor, torch.Tensor]:
         """NPO's forget loss at the model's current weights, and the sequence log-probs it came from."""
-        logp, _ = sequence_logprob(forward_logits(model, f), f["labels"])
+        logp, _ = sequence_logprob_of(model, f)
         return npo_loss(logp, ref_logp, self.beta), logp
 
     def loss(self, model, batch, ref):

@@ -9,7 +9,7 @@ gamma 0.125, alpha 1, retain NLL.
 
 from dataclasses import dataclass
 
-from ..logprobs import forward_logits, sequence_logprob
+from ..logprobs import sequence_logprob_of
 from .base import Method, register
 from .losses import KL_RETAIN_LOSSES, RETAIN_LOSSES, retain_loss, simnpo_loss
 
@@ -32,7 +32,7 @@ class SimNPO(Method):
 
     def loss(self, model, batch, ref):
         f = batch["forget"]
-        logp, n = sequence_logprob(forward_logits(model, f), f["labels"])
+        logp, n = sequence_logprob_of(model, f)
         forget = simnpo_loss(logp, n, self.beta, self.delta)
         r = retain_loss(self.retain_loss, model, batch["retain"], ref) if self.alpha else forget * 0
         return self.gamma * forget + self.alpha * r, {"forget_loss": forget.item(), "retain_loss": r.item()}

@@ -29,7 +29,7 @@ import torch
 from ..data.records import QAItem
 from ..data.traces import forget_steps, has_fact, parse_trace, replaced_trace
 from ..errors import DataError
-from ..logprobs import forward_logits, nll_mean
+from ..logprobs import forward_logits, nll_mean_of
 from ..scoring.metrics import rouge_l_recall
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES
@@ -89,7 +89,7 @@ class TraceReplace(RetainTerm, Method):
         fb, rb = batch["forget"], batch[STREAM]
         mask = suppressed_positions(fb["labels"], rb["labels"])
         suppress = unlikelihood(forward_logits(model, fb), fb["labels"], mask)
-        reinforce = nll_mean(forward_logits(model, rb), rb["labels"])
+        reinforce = nll_mean_of(model, rb)
         return self.with_retain(suppress + self.beta * reinforce, model, batch, ref, suppress=suppress.item(),
                                 reinforce=reinforce.item())
 
