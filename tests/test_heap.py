@@ -29,3 +29,21 @@ def test_freed_large_blocks_leave_resident_memory_only_with_the_fixed_threshold(
                                      check=True).stdout) for mode in ("dynamic", "fixed")}
     assert held["dynamic"] > 150, held     # the 4 MB blocks came from the heap and stay resident
     assert held["fixed"] < 20, held        # mmapped, unmapped when freed
+
+
+@pytest.mark.parametrize("argv", [["forget"], ["demo", "--real"]])
+def test_the_forget_commands_set_it_before_the_job(argv, tmp_path, monkeypatch):
+    """``obliviate forget`` and ``demo --real`` make the setting (a process-wide one) before the recipe runs."""
+    import json
+
+    from obliviate import heap
+    from obliviate.cli import main
+
+    calls = []
+    monkeypatch.setattr(heap, "mmap_large_allocations", lambda *a: calls.append("set") or True)
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps({"target": "X", "probes": [{"question": "Who is X?", "answers": []}]}))
+    args = [*argv, "--out", str(tmp_path / "out")] + (["--probes", str(bad)] if argv == ["forget"] else
+                                                     ["--model", str(tmp_path / "no-model")])
+    assert main(args) == 2            # stops on its bad input, after the setting
+    assert calls == ["set"]
