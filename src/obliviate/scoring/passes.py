@@ -246,10 +246,10 @@ else:
 def greedy_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_id,
                   pad_id: int) -> torch.Tensor:
     """Greedy decoding of a left-padded batch, the new tokens only ([batch, <= max_new_tokens]): the same forward
-    calls as transformers' ``generate`` makes greedily (a ``DynamicCache``, position ids from the attention mask,
-    ``logits_to_keep=1``, float32 argmax; a finished row gets the pad token; stop when every row has met EOS), without
-    its per-token bookkeeping, which on a small model is a large share of the time (issue 19). The tokens equal
-    ``generate``'s (``tests/test_audit_speed.py``)."""
+    calls as transformers' ``generate`` makes greedily (a ``DynamicCache``, here with preallocated buffers:
+    ``preallocated_cache``; position ids from the attention mask, ``logits_to_keep=1``, float32 argmax; a finished row
+    gets the pad token; stop when every row has met EOS), without its per-token bookkeeping, which on a small model is
+    a large share of the time (issue 19). The tokens equal ``generate``'s (``tests/test_audit_speed.py``)."""
     import inspect
 
     params = set(inspect.signature(model.forward).parameters)
