@@ -200,8 +200,9 @@ def expand_answers(probe: Probe, target_name: str, aliases: list[str] | tuple[st
         out += names
     seen, kept = set(), []
     for a in out:
-        if fold_name(a) and fold_name(a) not in seen:
-            seen.add(fold_name(a))
+        key = fold_name(a)
+        if key and key not in seen:
+            seen.add(key)
             kept.append(a)
     return kept
 
