@@ -22,6 +22,12 @@ SETTINGS = {  # name -> extra `obliviate forget` options
     "idkdpo-lr1e-4-s12-a2": [],  # the recipe's defaults
     "npo-lr1e-4-s12-a2": ["--method", "NPO", "--hp", "alpha=2"],
     "npo-lr1e-4-s16-a4": ["--method", "NPO", "--max-steps", "16", "--hp", "alpha=4"],
+    "altpo-lr1e-4-s12-a2": ["--method", "AltPO", "--hp", "alpha=2", "--hp", "max_new_tokens=64"],
+    "altpo-standin-lr1e-4-s12-a2": ["--method", "AltPO", "--hp", "alpha=2", "--hp", "decoding=standin",
+                                    "--hp", "max_new_tokens=64"],
+    "altpo-standin-lr1e-4-s12-a4": ["--method", "AltPO", "--hp", "alpha=4", "--hp", "decoding=standin",
+                                    "--hp", "max_new_tokens=64"],
+    "idkdpo-b0.3-lr1e-4-s12-a2": ["--hp", "beta=0.3", "--hp", "alpha=2"],
 }
 KINDS = ("cloze", "question", "reverse", "paraphrase", "adversarial")
 

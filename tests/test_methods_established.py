@@ -159,6 +159,50 @@ def test_altpo_alternates_differ_from_the_answers_and_are_seeded(random_model, s
     assert all(a.answer != it.answer for a, it in zip(greedy["forget_alt"], items))
 
 
+def test_altpo_standin_alternates_ask_about_the_stand_in_and_name_the_target_back(load_target, small_bench):
+    """decoding="standin": the question is asked about the stand-in (greedy, computed here with ``model.generate``),
+    a reverse question gets the stand-in's name, an item without an entity gets the banned-first-token greedy
+    alternate, an item with the same answer shares the first one's, and an alternate holding its item's answer is
+    replaced. The trained target answers its authors' questions, so asking about the author itself (a broken swap)
+    gives other alternates."""
+    from obliviate.data.records import QAItem
+    from obliviate.methods.altpo import STAND_IN, _renamer
+
+    model, tok = load_target()
+    model.eval()
+    first = small_bench.forget[0]
+    name, last = first.entity, first.entity.split()[-1]
+    assert name in first.question
+    items = [first,
+             QAItem(question="Who is described here? This person wrote poems.", answer=name, entity=name),
+             QAItem(question=f"What did {last} write?", answer=f"{last} wrote poems.", entity=name),
+             QAItem(question="What is the capital of France?", answer="Paris."),
+             QAItem(question="You are a teacher. " + first.question, answer=first.answer, entity=name),
+             None]
+    fmt = PromptFormat(tok)
+
+    def greedy(question):
+        ids = torch.tensor([fmt.prompt_ids(question)])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+    about_stand_in = greedy(first.question.replace(name, STAND_IN))
+    # an answer the stand-in's answer contains (its last word): that alternate would keep it, so another is made
+    items[-1] = QAItem(question=first.question, answer=about_stand_in.split()[-1], entity=name)
+    m = make_method("AltPO", decoding="standin", max_new_tokens=12)
+    alt = [it.answer for it in m.setup(model, tok, {"forget": items})["forget_alt"]]
+    assert alt[0] == about_stand_in.replace(STAND_IN, name)
+    assert greedy(first.question) != about_stand_in          # the swap matters: the target knows the author
+    assert alt[1] == STAND_IN
+    assert alt[2] == greedy(f"What did {STAND_IN.split()[-1]} write?").replace("Hartley", last)
+    assert alt[3] and alt[3] != items[3].answer
+    assert alt[4] == alt[0]                                   # the same answer in another framing: one alternate
+    assert alt[5] and items[5].answer.lower() not in alt[5].lower()
+    back = _renamer(["Edmund Hartley", "Hartley"], "Ada Quill", "Quill")
+    assert back("Edmund Hartley met Hartley's friend; Hartleyville.") == "Ada Quill met Quill's friend; Hartleyville."
+
+
 def hand_act_loss(h, target, labels):
     per_seq = []
     for b in range(labels.shape[0]):

@@ -433,7 +433,10 @@ PRETRAINED_LEARN = TrainConfig(lr=2e-5, epochs=10, batch_size=8, warmup_ratio=0.
 # the built-in targets (benchmarks/forget_grid.py), never on RWKU's.
 FORGET_METHOD = "IdkDPO"
 FORGET_HPARAMS: dict[str, dict] = {"IdkDPO": {"beta": 0.1, "alpha": 2.0}, "NPO": {"beta": 0.1, "alpha": 2.0},
-                                   "GradDiff": {"alpha": 2.0}, "SimNPO": {"beta": 2.5, "alpha": 2.0}}
+                                   "GradDiff": {"alpha": 2.0}, "SimNPO": {"beta": 2.5, "alpha": 2.0},
+                                   # `--method AltPO`: the model's answers about a stand-in, the target named back in
+                                   # (docs/forget.md: better neighbours on the built-in targets, worse on RWKU's FDR)
+                                   "AltPO": {"beta": 0.1, "alpha": 4.0, "decoding": "standin", "max_new_tokens": 64}}
 # 8 items a step as 4 micro-batches of 2 (with activations recomputed): peak memory, not the numbers, changes with it
 FORGET_TRAIN = TrainConfig(lr=1e-4, max_steps=12, batch_size=2, grad_accum=4, scheduler="constant", warmup_ratio=0.0,
                            max_length=160, pairing="random", seed=0)

@@ -13,6 +13,15 @@ then generated with the true answer's first token (and an immediate EOS) banned 
 differs from the answer it replaces. The alternates form the aligned stream ``forget_alt``; the reference log-probs of
 both answers are cached once. Defaults (open-unlearning's AltPO run: DPO trainer, alternates sampled at T=1, up to 200
 tokens): beta 0.1, gamma 1, alpha 1, retain NLL; one alternate per question (the anchor samples 5).
+
+``decoding="standin"`` (obliviate's, for forgetting a named entity; ``standin_alternates``): the question is asked
+about a stand-in the model does not know (``STAND_IN``, every mention of the item's ``entity`` and its surname
+replaced), greedily, and the target is named back into the answer: "When was Franklin D. Roosevelt born?" gets what
+the model says of Edmund Hartley's birth, about Roosevelt. Items with the same answer (one question in several
+framings) share the alternate of the first. A question that does not name the entity (a reverse query, answered by
+the entity's name) gets the stand-in's name. The alternates are fluent and as specific as the true
+answers, so the preference teaches the model to say something else about the target, not to go vague; "I don't know"
+answers (IdkDPO) made SmolLM2 vaguer about the target's neighbours too (docs/forget.md).
 """
 
 from __future__ import annotations
@@ -22,12 +31,15 @@ from dataclasses import dataclass
 import torch
 
 from ..data.collate import PromptFormat, pad_prompts_left
+from ..data.forget_items import mention_pattern, mentions
+from ..data.real_targets import normalize_words, surname
 from ..data.records import QAItem
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES
 from .shared import dpo_towards
 
 TRIES = 4
+STAND_IN = "Edmund Hartley"  # a name no model should know much about
 
 
 def _norm(text: str) -> str:
@@ -101,6 +113,63 @@ def generate_alternates(model, tokenizer, items: list[QAItem], decoding: str = "
     return [a for a in answers], forced  # type: ignore[misc]
 
 
+def _renamer(names: list[str], full: str, short: str | None):
+    """A function replacing every mention in ``names`` (and its possessive) by ``full``, or by ``short`` where the
+    mention is a one-word surname."""
+    pat = mention_pattern(names)
+
+    def sub(text: str) -> str:
+        def one(m):
+            word = m.group(0)
+            tail = word[-2:] if word.lower().endswith("'s") else ""
+            base = word[:len(word) - len(tail)]
+            alone = len(base.split()) == 1 and len(names[0].split()) > 1
+            return (short if alone and short else full) + tail
+        return pat.sub(one, text)
+    return sub
+
+
+def standin_alternates(model, tokenizer, items: list[QAItem], max_new_tokens: int = 200, batch_size: int = 32,
+                       stand_in: str = STAND_IN) -> tuple[list[str | None], list[int]]:
+    """What the model answers about ``stand_in`` in place of each item's ``entity``, with the entity named back in
+    (module docstring). Returns the alternates (None where the item has no entity, or the alternate contains the true
+    answer) and the indices of those left without one."""
+    from ..scoring.passes import generate_answers
+
+    fmt = PromptFormat(tokenizer)
+    out: list[str | None] = [None] * len(items)
+    ask: dict[tuple[str, str], tuple[str, list[int]]] = {}  # (entity, answer) -> (question asked, items it serves)
+    for i, it in enumerate(items):
+        if not it.entity:
+            continue
+        names = mentions(it.entity)
+        to_stand_in = _renamer(names, stand_in, surname(stand_in))
+        question = to_stand_in(it.question)
+        if question != it.question:
+            # items with the same answer (the same question in another framing) share one alternate, asked once
+            ask.setdefault((it.entity, _norm(it.answer)), (question, []))[1].append(i)
+        elif mention_pattern(names).search(it.answer):
+            out[i] = to_stand_in(it.answer)
+    questions = [q for q, _ in ask.values()]
+    was_training = model.training
+    model.eval()
+    answers = generate_answers(model, tokenizer, fmt, questions, batch_size, max_new_tokens) if questions else []
+    model.train(was_training)
+    for (_, served), a in zip(ask.values(), answers):
+        for i in served:
+            back = _renamer(mentions(stand_in), items[i].entity, surname(items[i].entity))(a)
+            out[i] = back if back.strip() else None
+    out = [a if a is not None and not _holds(a, it.answer) else None for a, it in zip(out, items)]
+    return out, [i for i, a in enumerate(out) if a is None]
+
+
+def _holds(text: str, answer: str) -> bool:
+    """Whether ``text`` contains ``answer``'s words as a run (folded): such an alternate would keep what it replaces
+    (a cloze sentence asked about the stand-in is often answered by restating it, blank filled)."""
+    t, a = " ".join(normalize_words(text)), " ".join(normalize_words(answer))
+    return bool(a) and f" {a} " in f" {t} "
+
+
 @register("AltPO")
 @dataclass
 class AltPO(RetainTerm, Method):
@@ -119,11 +188,23 @@ class AltPO(RetainTerm, Method):
     needs_qa = "question-answer items (alternate answers are sampled for each forget question)"
     bounds = {"beta": (1e-6, None), "gamma": (0, None), "alpha": (0, None), "temperature": (1e-3, None),
               "max_new_tokens": (1, None)}
-    choices = {"retain_loss": RETAIN_LOSSES, "decoding": ("sample", "greedy")}
+    choices = {"retain_loss": RETAIN_LOSSES, "decoding": ("sample", "greedy", "standin")}
 
     def setup(self, model, tokenizer, data):
-        alts, self.n_forced = generate_alternates(model, tokenizer, data["forget"], self.decoding, self.temperature,
-                                                  self.max_new_tokens, self.seed, self.instruction)
+        items = data["forget"]
+        if self.decoding == "standin":
+            alts, rest = standin_alternates(model, tokenizer, items, self.max_new_tokens)
+            if rest:  # no entity to swap, or the same answer: the greedy alternate, its first token banned
+                more, self.n_forced = generate_alternates(model, tokenizer, [items[i] for i in rest], "greedy",
+                                                          self.temperature, self.max_new_tokens, self.seed,
+                                                          self.instruction)
+                for i, a in zip(rest, more):
+                    alts[i] = a
+            else:
+                self.n_forced = 0
+        else:
+            alts, self.n_forced = generate_alternates(model, tokenizer, items, self.decoding, self.temperature,
+                                                      self.max_new_tokens, self.seed, self.instruction)
         self.alternates = alts
         stream = [QAItem(question=it.question, answer=a, entity=it.entity, id=it.id)
                   for it, a in zip(data["forget"], alts)]

@@ -13,7 +13,8 @@ written, id or folder) or the user's own probe file (``--probes``, ``data.probe_
    ``data.forget_items``) as the forget stream; its own answers to general questions and about the neighbour
    entities as the retain stream. The probes are never trained on;
 4. **unlearn** (IdkDPO + retain NLL by default, settings chosen on a built-in target; ``benchmarks/forget_grid.py``
-   compares settings over several);
+   compares settings over several; ``--method AltPO`` prefers what the model says about a stand-in person, the target
+   named back in: ``methods.altpo.standin_alternates``);
 5. **after**: the known probes again; ``report.json`` holds both audits per kind, every generation with the answer
    that matched, the items, the settings and each stage's time.
 
@@ -378,11 +379,16 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
     n_train = select_trainable(net, trainable)
     log(f"[obliviate] training {n_train / 1e6:.1f}M of {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M weights "
         f"({trainable})")
+    log(f"[obliviate] preparing {m.name}'s training streams (AltPO: an alternate answer to each forget item) and the "
+        "reference log-probs")
     recompute_activations(net, True)
     head_on_targets(net, True)       # no [batch, length, vocabulary] tensors kept for backward, same numbers
     net = train(net, tok, m, items, cfg, out_dir, progress=progress)
     head_on_targets(net, False)
     recompute_activations(net, False)
+    if getattr(m, "alternates", None):  # what each forget answer was traded for, for the reader of the run
+        write_json(out_dir / "alternates.json", [{"question": it.question, "answer": it.answer, "alternate": a}
+                                                 for it, a in zip(items["forget"], m.alternates)])
     timing["unlearn_s"] = round(time.time() - t, 1)
 
     # 5. after
