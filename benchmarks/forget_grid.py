@@ -27,6 +27,7 @@ SETTINGS = {  # name -> extra `obliviate forget` options
                                     "--hp", "max_new_tokens=64"],
     "altpo-standin-lr1e-4-s12-a4": ["--method", "AltPO", "--hp", "alpha=4", "--hp", "decoding=standin",
                                     "--hp", "max_new_tokens=64"],
+    "idkdpo-layers4-14-lr1e-4-s12-a2": ["--trainable", r"\.layers\.([4-9]|1[0-4])\.mlp\."],
     "idkdpo-b0.3-lr1e-4-s12-a2": ["--hp", "beta=0.3", "--hp", "alpha=2"],
 }
 KINDS = ("cloze", "question", "reverse", "paraphrase", "adversarial")

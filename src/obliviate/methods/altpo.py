@@ -19,9 +19,11 @@ about a stand-in the model does not know (``STAND_IN``, every mention of the ite
 replaced), greedily, and the target is named back into the answer: "When was Franklin D. Roosevelt born?" gets what
 the model says of Edmund Hartley's birth, about Roosevelt. Items with the same answer (one question in several
 framings) share the alternate of the first. A question that does not name the entity (a reverse query, answered by
-the entity's name) gets the stand-in's name. The alternates are fluent and as specific as the true
-answers, so the preference teaches the model to say something else about the target, not to go vague; "I don't know"
-answers (IdkDPO) made SmolLM2 vaguer about the target's neighbours too (docs/forget.md).
+the entity's name) gets the stand-in's name. An alternate that contains the answer it replaces is made as in
+``decoding="greedy"``. The alternates are fluent and as specific as the true answers, where "I don't know" answers
+(IdkDPO) made SmolLM2 vaguer about the target's neighbours too; but on RWKU's Franklin D. Roosevelt the made-up
+specifics spread to the neighbours as wrong dates (docs/forget.md, "Stand-in alternates"), so `obliviate forget`
+keeps IdkDPO by default.
 """
 
 from __future__ import annotations

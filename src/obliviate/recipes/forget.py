@@ -379,8 +379,8 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
     n_train = select_trainable(net, trainable)
     log(f"[obliviate] training {n_train / 1e6:.1f}M of {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M weights "
         f"({trainable})")
-    log(f"[obliviate] preparing {m.name}'s training streams (AltPO: an alternate answer to each forget item) and the "
-        "reference log-probs")
+    alternates = " (an alternate answer to each forget item)" if m.name == "AltPO" else ""
+    log(f"[obliviate] preparing {m.name}'s training streams{alternates} and the reference log-probs")
     recompute_activations(net, True)
     head_on_targets(net, True)       # no [batch, length, vocabulary] tensors kept for backward, same numbers
     net = train(net, tok, m, items, cfg, out_dir, progress=progress)
