@@ -125,6 +125,36 @@ def test_no_spread_keeps_the_threshold_and_a_p_value_keeps_its_significance_leve
                                                                                                   rel=1e-3)
 
 
+def test_thresholds_cover_a_new_oracle_on_every_check_at_once():
+    """With m fitted checks each threshold covers 1 - 0.05/m of the oracles' values (Bonferroni), so that a new oracle
+    passes all m with probability >= 95%: k from the noncentral t (scipy here; the factor itself is checked against
+    published tables above), 4 pairs = 3 oracles. A p-value check is not fitted and does not count. Held-out rates
+    use the coverage the file records (95% per check for files written before)."""
+    from scipy import stats
+
+    from obliviate.audit.calibrate import held_out_pass_rate
+
+    def cert(values):
+        return {"checks": [{"name": n, "value": v, "threshold": 0.05, "passed": True} for n, v in values.items()]}
+
+    spread = (0.01, -0.01, 0.004, -0.004)
+    certs = [cert({"forget_prob": v, "verbmem": v, "forget_quality": 0.5}) for v in spread]
+    sd = math.sqrt((0.01 ** 2 * 2 + 0.004 ** 2 * 2) / 3)
+    k = stats.nct.ppf(0.95, df=2, nc=stats.norm.ppf(1 - 0.05 / 2) * math.sqrt(3)) / math.sqrt(3)
+    cal = summarize(certs, [], 10)
+    assert cal["coverage"] == pytest.approx(0.975)
+    assert cal["checks"]["forget_prob"]["derived_threshold"] == pytest.approx(k * sd, rel=1e-6)
+    assert k * sd > 7.656 * sd                                  # wider than one check's 95% bound
+    # held out (3 oracles, 2 pairs fitted each time: k = 26.26 at 95%, 43.92 at 1 - 0.05/17), worked out by hand:
+    # a out -> (b,c), (c,b) = 10, 14: t = 12 + k sqrt(8) = 86.3 or 136.2, so (a,c) = 100 fails only the first;
+    # c out -> (a,b), (b,a) = 10, 14: the same for (a,c); b out -> (a,c), (c,a) = 100, 10: wide, all pass
+    pairs = [["a", "b"], ["a", "c"], ["b", "a"], ["b", "c"], ["c", "a"], ["c", "b"]]
+    old = {"oracles": ["a", "b", "c"], "pairs": pairs,
+           "checks": {"mia_privleak": {"passes": "max", "threshold": 20.0, "values": [10, 100, 14, 10, 10, 14]}}}
+    assert held_out_pass_rate(old) == pytest.approx(10 / 12)
+    assert held_out_pass_rate({**old, "coverage": 1 - 0.05 / 17}) == 1.0
+
+
 def test_held_out_pass_rate_by_hand():
     """Three oracles, six ordered pairs, one membership check (threshold 20): leaving each oracle out, thresholds come
     from the other two oracles' pairs and judge the four pairs of the one left out. Worked out by hand:
