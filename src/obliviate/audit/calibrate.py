@@ -15,8 +15,8 @@ cache) and, when given, the target against each oracle. Per check it reports:
   it fail one of them far more often. The pairs are not independent (each of K oracles is in 2(K-1) of them), so the
   sample size behind k is the number of oracles, not of pairs: with 10 oracles k = 4.66 (2.91 for a single check at
   95%). History, held out on the synthetic benchmark (docs/calibration.md): a bootstrap of mean + 1.645 sd over the
-  pairs, 55-70%; the per-check 95% bound, 82-98% at 5 oracles and 90-96% at 10; the joint bound at 10 oracles, 97%
-  or more at forget01-10, the target still failing. More seeds give a tighter (better-founded) threshold. Two
+  pairs, 55-70%; the per-check 95% bound, 82-98% at 5 oracles and 88-96% at 10; the joint bound at 10 oracles,
+  95-100% at forget01-10, the target still failing. More seeds give a tighter (better-founded) threshold. Two
   exceptions: when every pair gives the same value (no spread: a discrete statistic, or a value that is 0 for every
   oracle) the current threshold is kept if it admits that value;
   and a p-value check (``forget_quality``) keeps its current threshold, a significance level (p-values between
