@@ -34,7 +34,7 @@ import torch
 
 from ..data.collate import PromptFormat, pad_prompts_left
 from ..data.forget_items import mention_pattern, mentions
-from ..data.real_targets import normalize_words, surname
+from ..data.real_targets import answer_hit, surname
 from ..data.records import QAItem
 from .base import Method, RetainTerm, register
 from .losses import RETAIN_LOSSES
@@ -150,26 +150,21 @@ def standin_alternates(model, tokenizer, items: list[QAItem], max_new_tokens: in
         if question != it.question:
             # items with the same answer (the same question in another framing) share one alternate, asked once
             ask.setdefault((it.entity, _norm(it.answer)), (question, []))[1].append(i)
-        elif mention_pattern(names).search(it.answer):
-            out[i] = to_stand_in(it.answer)
+        elif (renamed := to_stand_in(it.answer)) != it.answer:   # the answer names the entity: a reverse query
+            out[i] = renamed
     questions = [q for q, _ in ask.values()]
     was_training = model.training
     model.eval()
     answers = generate_answers(model, tokenizer, fmt, questions, batch_size, max_new_tokens) if questions else []
     model.train(was_training)
-    for (_, served), a in zip(ask.values(), answers):
+    for ((entity, _), (_, served)), a in zip(ask.items(), answers):
+        back = _renamer(mentions(stand_in), entity, surname(entity))(a)
         for i in served:
-            back = _renamer(mentions(stand_in), items[i].entity, surname(items[i].entity))(a)
             out[i] = back if back.strip() else None
-    out = [a if a is not None and not _holds(a, it.answer) else None for a, it in zip(out, items)]
+    # an alternate holding the answer it replaces (as whole words, the way a probe is scored) would keep it: a cloze
+    # sentence asked about the stand-in is often answered by restating it, blank filled
+    out = [a if a is not None and not answer_hit(a, it.answer) else None for a, it in zip(out, items)]
     return out, [i for i, a in enumerate(out) if a is None]
-
-
-def _holds(text: str, answer: str) -> bool:
-    """Whether ``text`` contains ``answer``'s words as a run (folded): such an alternate would keep what it replaces
-    (a cloze sentence asked about the stand-in is often answered by restating it, blank filled)."""
-    t, a = " ".join(normalize_words(text)), " ".join(normalize_words(answer))
-    return bool(a) and f" {a} " in f" {t} "
 
 
 @register("AltPO")
