@@ -29,6 +29,13 @@ SETTINGS = {  # name -> extra `obliviate forget` options
                                     "--hp", "max_new_tokens=64"],
     "idkdpo-layers4-14-lr1e-4-s12-a2": ["--trainable", r"\.layers\.([4-9]|1[0-4])\.mlp\."],
     "idkdpo-b0.3-lr1e-4-s12-a2": ["--hp", "beta=0.3", "--hp", "alpha=2"],
+    # session 9: item rules 4 (neighbour reverse items in the retain stream), with and without the retain preference
+    "idkdpo-nrev": [],
+    "idkdpo-nrev-rpref1": ["--hp", "retain_pref=1"],
+    "idkdpo-nrev-rpref2": ["--hp", "retain_pref=2"],
+    "idkdpo-nrev-specific": ["--tokens", "specific"],
+    "npo-nrev-specific": ["--method", "NPO", "--tokens", "specific"],
+    "idkdpo-nrev-specific-rpref1": ["--tokens", "specific", "--hp", "retain_pref=1"],
 }
 KINDS = ("cloze", "question", "reverse", "paraphrase", "adversarial")
 

@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import RWKU
 
-from obliviate.data.forget_items import cloze_item, mentions, reverse_item, sentences_about
+from obliviate.data.forget_items import cloze_item, mention_pattern, mentions, reverse_item, sentences_about
 
 
 def test_mentions_name_aliases_and_surname_longest_first():
@@ -165,3 +165,57 @@ def test_build_items_retain_stream_covers_neighbours_and_leaves_out_answers_nami
     assert len(florey) == per_neighbour - 1 and not any("Fleming" in it.answer for it in florey)
     assert not any("Fleming" in it.answer for it in items["retain"])
     assert {it.meta["kind"] for it in items["forget"]} == {"direct", "corpus", "cloze", "reverse", "adversarial"}
+    # and the other way round: Florey's one sentence (both open prompts gave it), masked, answered with his name; no
+    # pronoun in what was said of him, so "this" and "What"; the other neighbours' answers do not name them
+    rev = [it for it in items["retain"] if it.meta["kind"] == "neighbour_reverse"]
+    assert [(it.question.split("Question: ")[-1], it.answer) for it in rev] == [
+        ("What is described here? This was an Australian pharmacologist who made penicillin a medicine.",
+         "Howard Florey")]
+    assert kinds.count("neighbour_reverse") == 1
+
+
+def test_generic_tokens_are_those_a_stand_in_makes_as_likely(load_target, small_bench):
+    """An answer token counts as anyone's (left out of training) when the model gives it within the margin of the
+    same log-probability with the stand-in named in the question and the answer; the name's own tokens never do, and
+    an item whose question names nobody is left whole. Checked against log-probs computed here, one sequence at a
+    time, the tokens after the name aligned from the end; and the engine's encodings drop exactly those labels."""
+    import torch
+
+    from obliviate.data.collate import PromptFormat
+    from obliviate.data.records import QAItem
+    from obliviate.engine.loop import _encode_all
+    from obliviate.methods.altpo import STAND_IN
+    from obliviate.recipes.forget import generic_tokens
+
+    model, tok = load_target()
+    model.eval()
+    first = small_bench.forget[0]
+    name = first.entity
+    anyone = mention_pattern(mentions(name)).sub("the author", first.answer)  # so the renaming touches one name
+    items = [QAItem(question=first.question, answer=f"{name} answers: {anyone}", entity=name),
+             QAItem(question="Who is described here? This person wrote poems.", answer=name, entity=name)]
+    margin = 0.5
+    marks = generic_tokens(model, tok, items, [name, name.split()[-1]], 256, margin=margin)
+    assert marks[1] is None
+    fmt = PromptFormat(tok, 256)
+
+    def answer_logprobs(question, answer):
+        e = fmt.encode(question, answer)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([e.input_ids])).logits[0].double()
+        ids = e.input_ids[e.prompt_len:]
+        return ids, [float(torch.log_softmax(logits[e.prompt_len + j - 1], -1)[y]) for j, y in enumerate(ids)]
+
+    ids1, lp1 = answer_logprobs(first.question.replace(name, STAND_IN), f"{STAND_IN} answers: {anyone}")
+    ids0, lp0 = answer_logprobs(first.question, items[0].answer)
+    common = 0
+    while common < min(len(ids0), len(ids1)) and ids0[-1 - common] == ids1[-1 - common]:
+        common += 1
+    start = len(ids0) - common                        # the tokens after the name, the same on both sides
+    want = [j for j in range(start, len(ids0)) if lp0[j] - lp1[j - start + len(ids1) - common] < margin]
+    assert marks[0] == want
+    assert 0 < len(want) < common                     # some tokens are the author's, some anyone's
+    assert all(j >= start for j in marks[0])          # the name's tokens are never left out
+    enc = _encode_all(fmt, {"forget": [QAItem(**{**items[0].__dict__, "meta": {"generic_tokens": want}})]})["forget"][0]
+    dropped = [t - enc.prompt_len for t, y in enumerate(enc.labels) if t >= enc.prompt_len and y == -100]
+    assert dropped == want

@@ -146,6 +146,54 @@ def test_dpo_methods_by_hand(random_model, fixed_batch, small_bench, name, strea
     assert loss.item() == approx(gamma * want / 4)
 
 
+def test_idkdpo_retain_pref_by_hand(random_model, fixed_batch, small_bench):
+    """retain_pref: DPO on the retain stream preferring each question's own answer to a refusal, added to the forget
+    DPO and the retain NLL; every sequence log-prob and the NLL computed token by token."""
+    model, tok = random_model
+    f_items, r_items = small_bench.forget[:4], small_bench.retain[:3]
+    f_idk = encode_batch(tok, [it.question for it in f_items], ["I don't know.", "No idea.", "Hmm.", "Not sure."])
+    retain = encode_batch(tok, [it.question for it in r_items], [it.answer for it in r_items])
+    r_idk = encode_batch(tok, [it.question for it in r_items], ["I can't say.", "I don't know.", "No idea at all."])
+    lose = hand_seq_logprobs(logits_of(model, fixed_batch), fixed_batch["labels"])
+    win = hand_seq_logprobs(logits_of(model, f_idk), f_idk["labels"])
+    own = hand_seq_logprobs(logits_of(model, retain), retain["labels"])
+    refused = hand_seq_logprobs(logits_of(model, r_idk), r_idk["labels"])
+    refs = {"forget": [x + 0.7 for x in lose], "forget_idk": [x - 0.2 for x in win],
+            "retain": [x + d for x, d in zip(own, [0.5, -1.0, 0.0])],
+            "retain_idk": [x + d for x, d in zip(refused, [-0.3, 2.0, 0.1])]}
+    beta, gamma, alpha, w = 0.5, 1.5, 0.8, 2.0
+
+    def dpo(wins, ref_w, loses, ref_l):
+        return sum(-(2 / beta) * log_sigmoid(beta * ((a - ra) - (b - rb)))
+                   for a, ra, b, rb in zip(wins, ref_w, loses, ref_l)) / len(wins)
+
+    m = make_method("IdkDPO", beta=beta, gamma=gamma, alpha=alpha, retain_pref=w)
+    assert m.reference_streams == ("forget", "forget_idk", "retain", "retain_idk")
+    loss, logs = m.loss(model, {"forget": fixed_batch, "forget_idk": f_idk, "retain": retain, "retain_idk": r_idk},
+                        CachedRef(**refs))
+    pref = dpo(own, refs["retain"], refused, refs["retain_idk"])
+    want = gamma * dpo(win, refs["forget_idk"], lose, refs["forget"]) + \
+        alpha * hand_nll_mean(logits_of(model, retain), retain["labels"]) + w * pref
+    assert loss.item() == approx(want) and logs["retain_pref_loss"] == approx(pref)
+    assert make_method("IdkDPO").reference_streams == ("forget", "forget_idk")
+    with pytest.raises(ConfigError, match="retain_pref"):
+        make_method("IdkDPO", retain_pref=1.0, alpha=0.0)
+
+
+def test_idkdpo_retain_pref_trains_with_a_stream_aligned_to_retain(random_model, small_bench, tmp_path):
+    """The engine draws ``retain_*`` streams with the retain items (here fewer retain than forget items) and caches
+    their reference log-probs."""
+    model, tok = copy.deepcopy(random_model[0]), random_model[1]
+    data = {"forget": small_bench.forget[:8], "retain": small_bench.retain[:5]}
+    cfg = TrainConfig(lr=1e-3, max_steps=2, batch_size=2, grad_accum=1, scheduler="constant", warmup_ratio=0.0)
+    m = make_method("IdkDPO", retain_pref=1.0)
+    train(model, tok, m, data, cfg, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(math.isfinite(r["retain_pref_loss"]) for r in rows)
+    # at step 1 the model is the reference: the preference's margin is 0, its loss (2/beta) log 2
+    assert rows[0]["retain_pref_loss"] == pytest.approx(2 / m.beta * math.log(2), rel=1e-4)
+
+
 def test_altpo_alternates_differ_from_the_answers_and_are_seeded(random_model, small_bench):
     model, tok = random_model
     items = small_bench.forget[:4]
@@ -165,8 +213,9 @@ def test_altpo_standin_alternates_ask_about_the_stand_in_and_name_the_target_bac
     alternate, an item with the same answer shares the first one's, and an alternate holding its item's answer is
     replaced. The trained target answers its authors' questions, so asking about the author itself (a broken swap)
     gives other alternates."""
+    from obliviate.data.forget_items import renamer
     from obliviate.data.records import QAItem
-    from obliviate.methods.altpo import STAND_IN, _renamer
+    from obliviate.methods.altpo import STAND_IN
 
     model, tok = load_target()
     model.eval()
@@ -199,7 +248,7 @@ def test_altpo_standin_alternates_ask_about_the_stand_in_and_name_the_target_bac
     assert alt[3] and alt[3] != items[3].answer
     assert alt[4] == alt[0]                                   # the same answer in another framing: one alternate
     assert alt[5] and items[5].answer.lower() not in alt[5].lower()
-    back = _renamer(["Edmund Hartley", "Hartley"], "Ada Quill", "Quill")
+    back = renamer(["Edmund Hartley", "Hartley"], "Ada Quill", "Quill")
     assert back("Edmund Hartley met Hartley's friend; Hartleyville.") == "Ada Quill met Quill's friend; Hartleyville."
 
 

@@ -24,6 +24,7 @@ from .config import (
     DEMO_OUT,
     FORGET_METHOD,
     FORGET_OUT,
+    FORGET_TOKENS,
     FORGET_TRAIN,
     FORGET_TRAINABLE,
     PRETRAINED_FINETUNE,
@@ -393,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--trainable", default=None,
                     help="which weights unlearning changes: 'mlp' (the middle layers' MLP blocks), 'all', or a regular "
                          "expression over parameter names (default mlp)")
+    fg.add_argument("--tokens", choices=("all", "specific"), default=None,
+                    help="which forget-answer tokens are unlearned: 'specific', those the target makes likelier than a "
+                         f"stand-in name does, or 'all' (default {FORGET_TOKENS})")
     fg.add_argument("--no-cache", action="store_true", help="recompute the before-audit and the training items")
     _add_train_options(fg, {"": FORGET_TRAIN})
 
@@ -754,7 +758,7 @@ def cmd_forget(args) -> int:
     forget(args.out or FORGET_OUT, args.target, rwku=args.rwku, probes=args.probes,
            method=args.method or FORGET_METHOD, hparams=_hparams(args),
            cfg=FORGET_TRAIN.with_options(_train_options(args)), model=args.model or REAL_MODEL,
-           trainable=args.trainable or FORGET_TRAINABLE, review=args.review,
+           trainable=args.trainable or FORGET_TRAINABLE, tokens=args.tokens or FORGET_TOKENS, review=args.review,
            use_cache=not args.no_cache, progress=not args.quiet)
     return 0
 

@@ -441,6 +441,8 @@ FORGET_HPARAMS: dict[str, dict] = {"IdkDPO": {"beta": 0.1, "alpha": 2.0}, "NPO":
 FORGET_TRAIN = TrainConfig(lr=1e-4, max_steps=12, batch_size=2, grad_accum=4, scheduler="constant", warmup_ratio=0.0,
                            max_length=160, pairing="random", seed=0)
 FORGET_TRAINABLE = "mlp"  # recipes.forget.select_trainable: the middle layers' MLPs
+# "specific": the forget answers' tokens the target makes likelier (recipes.forget.generic_tokens); "all": every one
+FORGET_TOKENS = "all"
 FORGET_OUT = "runs/forget"
 # `obliviate demo --real` is `obliviate forget` on a built-in target, with the same settings
 REAL_METHOD, REAL_HPARAMS, REAL_TRAIN = FORGET_METHOD, FORGET_HPARAMS, FORGET_TRAIN

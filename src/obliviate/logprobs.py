@@ -133,7 +133,8 @@ def _target_token_logprobs(model, batch: dict, rows: int) -> tuple[torch.Tensor,
     return full, mask
 
 
-def _token_logprobs_of(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs_of(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs`` of the model's logits of ``batch`` (``head_on_targets`` decides how they are computed)."""
     rows = getattr(model, _FLAG, None)
     if rows:
         return _target_token_logprobs(model, batch, rows)
@@ -142,11 +143,11 @@ def _token_logprobs_of(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 def sequence_logprob_of(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """``sequence_logprob`` of the model's logits of ``batch`` (``head_on_targets`` decides how they are computed)."""
-    lp, mask = _token_logprobs_of(model, batch)
+    lp, mask = token_logprobs_of(model, batch)
     return lp.sum(-1), mask.sum(-1)
 
 
 def nll_mean_of(model, batch: dict) -> torch.Tensor:
     """``nll_mean`` of the model's logits of ``batch`` (``head_on_targets`` decides how they are computed)."""
-    lp, mask = _token_logprobs_of(model, batch)
+    lp, mask = token_logprobs_of(model, batch)
     return -lp.sum() / mask.sum().clamp(min=1)

@@ -116,6 +116,22 @@ def reverse_item(sentence: str, name: str, aliases: list[str] | tuple[str, ...] 
     return f"{who} is described here? {masked}", name
 
 
+def renamer(names: list[str], full: str, short: str | None):
+    """A function replacing every mention in ``names`` (and its possessive) by ``full``, or by ``short`` where the
+    mention is a one-word surname."""
+    pat = mention_pattern(names)
+
+    def sub(text: str) -> str:
+        def one(m):
+            word = m.group(0)
+            tail = word[-2:] if word.lower().endswith("'s") else ""
+            base = word[:len(word) - len(tail)]
+            alone = len(base.split()) == 1 and len(names[0].split()) > 1
+            return (short if alone and short else full) + tail
+        return pat.sub(one, text)
+    return sub
+
+
 def cloze_item(sentence: str, name: str, aliases: list[str] | tuple[str, ...] = (), blank_words: int = 2):
     """``(sentence with its last words blanked as ___, the blanked words)``: up to ``blank_words`` final words, less
     any leading function words ("of reality" blanks "reality"); None when the blank would cover the target's name or
@@ -134,5 +150,5 @@ def cloze_item(sentence: str, name: str, aliases: list[str] | tuple[str, ...] = 
 
 
 __all__ = ["GENERAL_RETAIN_QUESTIONS", "NEIGHBOUR_QUESTIONS", "OPEN_RETAIN_TEMPLATES", "OTHER_QUESTIONS",
-           "PERSON_QUESTIONS", "cloze_item", "mention_pattern", "mentions", "question_templates", "reverse_item",
-           "sentences_about"]
+           "PERSON_QUESTIONS", "cloze_item", "mention_pattern", "mentions", "question_templates", "renamer",
+           "reverse_item", "sentences_about"]

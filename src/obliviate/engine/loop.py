@@ -19,13 +19,26 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig
-from ..data.collate import PromptFormat, pad_batch, set_prompt_spec
+from ..data.collate import Encoded, PromptFormat, pad_batch, set_prompt_spec
 from ..data.records import QAItem
 from ..errors import DataError, TrainingError
 from ..io import append_jsonl, read_jsonl, write_json, write_text
+from ..logprobs import IGNORE
 from ..threads import rebalance
-from .checkpoint import check_global_batch, clear_trash, load_checkpoint, remove_tree, save_checkpoint
-from .distributed import check_strategy, global_micro, losses_of_all, mean_over_processes, process_shard
+from .checkpoint import (
+    check_global_batch,
+    clear_trash,
+    load_checkpoint,
+    remove_tree,
+    save_checkpoint,
+)
+from .distributed import (
+    check_strategy,
+    global_micro,
+    losses_of_all,
+    mean_over_processes,
+    process_shard,
+)
 from .pairing import Schedule
 from .reference import Reference
 from .run_folder import claim
@@ -36,8 +49,15 @@ def _encode_all(fmt: PromptFormat, data: dict[str, list[QAItem]]):
     (``data.documents``) as plain text whose every token is a target."""
     from ..data.documents import encode_text, is_text_record
 
-    return {name: [encode_text(it, fmt.tok, fmt.max_length) if is_text_record(it)
-                   else fmt.encode(it.question, it.answer, where=f"{name} item {i}") for i, it in enumerate(items)]
+    def qa(it: QAItem, where: str) -> Encoded:
+        enc = fmt.encode(it.question, it.answer, where=where)
+        skip = set((it.meta or {}).get("generic_tokens") or ())  # answer tokens that are no targets (recipes.forget)
+        if skip:
+            enc.labels = [IGNORE if t - enc.prompt_len in skip else y for t, y in enumerate(enc.labels)]
+        return enc
+
+    return {name: [encode_text(it, fmt.tok, fmt.max_length) if is_text_record(it) else qa(it, f"{name} item {i}")
+                   for i, it in enumerate(items)]
             for name, items in data.items()}
 
 
@@ -119,6 +139,12 @@ def mark_failed(run_dir: Path, error: BaseException) -> None:
         pass
 
 
+def _with_retain(stream: str) -> bool:
+    """Whether a stream's items are drawn with the retain stream's (``retain`` itself, and ``retain_*`` streams that
+    give each retain item something of its own, e.g. IdkDPO's refusals of retain questions)."""
+    return stream == "retain" or stream.startswith("retain_")
+
+
 def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bool, progress: bool,
            keep_checkpoints: int):
     from accelerate import Accelerator
@@ -153,13 +179,15 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
             write_json(run_dir / "status.json", {"state": "trained", "step": 0, "total_steps": 0})
         return model
     if not method.uses_retain:
-        data.pop("retain", None)
+        for name in [n for n in data if _with_retain(n)]:
+            data.pop(name)
     fmt = PromptFormat(tokenizer, cfg.max_length)
     enc = _encode_all(fmt, data)
-    for name, encs in enc.items():
-        if name not in (primary, "retain") and len(encs) != len(enc[primary]):
-            raise DataError(f"stream '{name}' has {len(encs)} items; it must align with the {len(enc[primary])} "
-                            f"{primary} items")
+    for name, encs in enc.items():  # a stream named retain_* aligns with the retain stream, any other with primary
+        base = "retain" if _with_retain(name) else primary
+        if name not in (primary, "retain") and len(encs) != len(enc.get(base, [])):
+            raise DataError(f"stream '{name}' has {len(encs)} items; it must align with the "
+                            f"{len(enc.get(base, []))} {base} items")
     pad_id = tokenizer.pad_token_id
     n = len(enc[primary])
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -218,8 +246,8 @@ def _train(model, tokenizer, method, data, cfg: TrainConfig, run_dir, resume: bo
             _, idx, retain_idx = schedule.micro_batch(micro, cfg.batch_size)
             batch = {}
             for name in enc:
-                if name == "retain":
-                    batch["retain"] = batch_of("retain", retain_idx)
+                if _with_retain(name):  # the retain stream and any stream aligned with it (retain_*)
+                    batch[name] = batch_of(name, retain_idx)
                 else:  # the primary stream and any stream aligned with it
                     batch[name] = batch_of(name, idx)
             with accelerator.accumulate(model):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.collate import PromptFormat, pad_prompts_left
-from ..data.forget_items import mention_pattern, mentions
+from ..data.forget_items import mentions, renamer
 from ..data.real_targets import answer_hit, surname
 from ..data.records import QAItem
 from .base import Method, RetainTerm, register
@@ -115,22 +115,6 @@ def generate_alternates(model, tokenizer, items: list[QAItem], decoding: str = "
     return [a for a in answers], forced  # type: ignore[misc]
 
 
-def _renamer(names: list[str], full: str, short: str | None):
-    """A function replacing every mention in ``names`` (and its possessive) by ``full``, or by ``short`` where the
-    mention is a one-word surname."""
-    pat = mention_pattern(names)
-
-    def sub(text: str) -> str:
-        def one(m):
-            word = m.group(0)
-            tail = word[-2:] if word.lower().endswith("'s") else ""
-            base = word[:len(word) - len(tail)]
-            alone = len(base.split()) == 1 and len(names[0].split()) > 1
-            return (short if alone and short else full) + tail
-        return pat.sub(one, text)
-    return sub
-
-
 def standin_alternates(model, tokenizer, items: list[QAItem], max_new_tokens: int = 200, batch_size: int = 32,
                        stand_in: str = STAND_IN) -> tuple[list[str | None], list[int]]:
     """What the model answers about ``stand_in`` in place of each item's ``entity``, with the entity named back in
@@ -145,7 +129,7 @@ def standin_alternates(model, tokenizer, items: list[QAItem], max_new_tokens: in
         if not it.entity:
             continue
         names = mentions(it.entity)
-        to_stand_in = _renamer(names, stand_in, surname(stand_in))
+        to_stand_in = renamer(names, stand_in, surname(stand_in))
         question = to_stand_in(it.question)
         if question != it.question:
             # items with the same answer (the same question in another framing) share one alternate, asked once
@@ -158,7 +142,7 @@ def standin_alternates(model, tokenizer, items: list[QAItem], max_new_tokens: in
     answers = generate_answers(model, tokenizer, fmt, questions, batch_size, max_new_tokens) if questions else []
     model.train(was_training)
     for ((entity, _), (_, served)), a in zip(ask.items(), answers):
-        back = _renamer(mentions(stand_in), entity, surname(entity))(a)
+        back = renamer(mentions(stand_in), entity, surname(entity))(a)
         for i in served:
             out[i] = back if back.strip() else None
     # an alternate holding the answer it replaces (as whole words, the way a probe is scored) would keep it: a cloze

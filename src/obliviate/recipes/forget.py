@@ -25,18 +25,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
+
+import torch
 
 from ..cache import cache_key, cache_root, weights_fingerprint
 from ..config import (
     FORGET_HPARAMS,
     FORGET_METHOD,
+    FORGET_TOKENS,
     FORGET_TRAIN,
     FORGET_TRAINABLE,
     REAL_MODEL,
     TrainConfig,
 )
+from ..data.collate import PromptFormat, pad_batch
 from ..data.forget_items import (
     GENERAL_RETAIN_QUESTIONS,
     NEIGHBOUR_QUESTIONS,
@@ -45,6 +50,7 @@ from ..data.forget_items import (
     mention_pattern,
     mentions,
     question_templates,
+    renamer,
     reverse_item,
     sentences_about,
 )
@@ -62,12 +68,14 @@ from ..data.real_targets import (
     read_realworld,
     relative_change,
     screen_probes,
+    surname,
 )
 from ..data.records import QAItem
 from ..engine.run_folder import check_run_folder, claim
 from ..errors import ConfigError, DataError
 from ..io import write_json
-from ..logprobs import head_on_targets
+from ..logprobs import forward_logits, head_on_targets, token_logprobs
+from ..methods.altpo import STAND_IN
 from .real_target import (
     GenSettings,
     _generate,
@@ -78,7 +86,10 @@ from .real_target import (
     trim_to_sentence,
 )
 
-ITEM_RULES = 3  # the version of build_items' rules, in the items' cache key: a change of rules is a new cache entry
+SPECIFIC_MARGIN = 1.0  # nats: a forget token counts as the target's if naming the target makes it this much likelier
+ITEM_RULES = 4  # the version of build_items' rules, in the items' cache key: a change of rules is a new cache entry
+NEIGHBOUR_REVERSE = 3  # reverse items per neighbour entity in the retain stream, from the model's open answers
+_PRONOUN = re.compile(r"\b(?:he|she|his|her|him)\b", re.IGNORECASE)  # a neighbour written about as a person
 
 
 def resolve(target: str | None, rwset: RealWorldSet, rwku: str | Path | None = None,
@@ -238,9 +249,82 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
     for q, a in zip(open_q + short_q, answers):
         if not names_target.search(a):
             add(retain, "neighbour", q, a, "")
+    # and asked the other way round, as the forget stream's reverse items are: a sentence the model wrote about a
+    # neighbour, the neighbour masked, answered with its name. Reverse items of the target alone taught SmolLM2 to
+    # answer "Which inventor is known for alternating current?" with a wrong name after forgetting Edison
+    per_neighbour = len(open_q) // max(len(neighbours), 1)
+    for i, n in enumerate(neighbours):
+        said = [a for a in answers[i * per_neighbour:(i + 1) * per_neighbour] if not names_target.search(a)]
+        person = bool(_PRONOUN.search(" ".join(said)))
+        for sentence in sentences_about(said, n)[:NEIGHBOUR_REVERSE]:
+            qa = reverse_item(sentence, n, (), "person" if person else "other")
+            if qa:
+                add(retain, "neighbour_reverse", QUESTION_INSTRUCTION.format(query=qa[0]), qa[1], "")
     if not forget:
         raise DataError(f"target {tgt.name}: the model wrote nothing about it to forget")
     return {"forget": forget, "retain": retain}
+
+
+@torch.no_grad()
+def generic_tokens(net, tok, items: list[QAItem], names: list[str], max_length: int, margin: float = SPECIFIC_MARGIN,
+                   stand_in: str = STAND_IN, batch_size: int = 4) -> list[list[int] | None]:
+    """For each forget item, the answer tokens (their indices among the answer's tokens) that do not follow from the
+    target: the model gives them within ``margin`` nats of the same probability when the question and the answer
+    name a stand-in instead ("Edmund Hartley" for every mention in ``names``). "who made groundbreaking discoveries in
+    the field of" comes as readily after any scientist's name; "relativity" and "Ulm" do not. The tokens of the
+    mentions themselves, tokens whose text moves with the renaming, and every token of an item whose question names
+    nobody (a reverse query, answered by the name) count as the target's. ``None`` for an item left whole."""
+    fmt = PromptFormat(tok, max_length)
+    pattern = mention_pattern(names)
+    swap = renamer(names, stand_in, surname(stand_in))
+    jobs = []  # (item index, original encoding, renamed encoding, [(answer token, renamed answer token)])
+    for i, it in enumerate(items):
+        question = swap(it.question)
+        if question == it.question:
+            continue
+        answer, segments, last = "", [], 0  # segments: (start, end) in the answer, start in the renamed answer
+        for m in pattern.finditer(it.answer):
+            segments.append((last, m.start(), len(answer)))
+            answer += it.answer[last:m.start()] + swap(m.group(0))
+            last = m.end()
+        segments.append((last, len(it.answer), len(answer)))
+        answer += it.answer[last:]
+        e1, e2 = fmt.encode(it.question, it.answer), fmt.encode(question, answer)
+        spans = []
+        for e in (e1, e2):
+            t = tok(e.target, add_special_tokens=False, return_offsets_mapping=True)
+            ids = e.input_ids[e.prompt_len:]
+            spans.append(t["offset_mapping"] if t["input_ids"] == ids[:len(t["input_ids"])] else None)
+        if spans[0] is None or spans[1] is None:
+            continue  # tokenised otherwise than alone (a joint tokenisation): left whole
+        shift = len(e1.target) - len(it.answer)  # an answer prefix the format adds, the same for both
+        where = {(s, t): j for j, (s, t) in enumerate(spans[1])}
+        pairs = []
+        for j, (s, t) in enumerate(spans[0]):
+            for a, b, c in segments:
+                if a <= s - shift and t - shift <= b:
+                    k = where.get((s - a + c, t - a + c))
+                    if k is not None and e2.input_ids[e2.prompt_len + k] == e1.input_ids[e1.prompt_len + j]:
+                        pairs.append((j, k))
+                    break
+        jobs.append((i, e1, e2, pairs))
+    out: list[list[int] | None] = [None] * len(items)
+    device = next(net.parameters()).device
+    for start in range(0, len(jobs), batch_size):
+        part = jobs[start:start + batch_size]
+        lps = []
+        for which in (1, 2):
+            b = {k: v.to(device) for k, v in pad_batch([j[which] for j in part], tok.pad_token_id).items()}
+            lps.append(token_logprobs(forward_logits(net, b), b["labels"])[0].cpu())
+        for row, (i, e1, e2, pairs) in enumerate(part):
+            p1, p2 = e1.prompt_len - 1, e2.prompt_len - 1  # the logit at position t predicts token t + 1
+            generic = [j for j, k in pairs if float(lps[0][row, p1 + j] - lps[1][row, p2 + k]) < margin]
+            last_token = len(e1.input_ids) - e1.prompt_len - 1
+            if e1.input_ids[-1] == tok.eos_token_id and e2.input_ids[-1] == tok.eos_token_id and \
+                    float(lps[0][row, len(e1.input_ids) - 2] - lps[1][row, len(e2.input_ids) - 2]) < margin:
+                generic.append(last_token)  # the closing EOS, compared as the others
+            out[i] = sorted(generic)
+    return out
 
 
 def summarize_items(items: dict[str, list[QAItem]], per_kind: int = 1) -> str:
@@ -261,7 +345,8 @@ def summarize_items(items: dict[str, list[QAItem]], per_kind: int = 1) -> str:
 def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path | None = None,
            probes: str | Path | None = None, method: str = FORGET_METHOD, hparams: dict | None = None,
            cfg: TrainConfig | None = None, model: str = REAL_MODEL, gen: GenSettings | None = None,
-           trainable: str = FORGET_TRAINABLE, review: bool = False, use_cache: bool = True, progress: bool = True,
+           trainable: str = FORGET_TRAINABLE, tokens: str = FORGET_TOKENS, review: bool = False,
+           use_cache: bool = True, progress: bool = True,
            command: str = "forget", log=print) -> dict:
     """Unlearn one real target from a pretrained model (module docstring); return the report (``None`` keys absent
     with ``review``, which stops after writing the probes and items)."""
@@ -355,8 +440,20 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
             write_json(items_cache, {k: [dataclasses.asdict(it) for it in v] for k, v in items.items()})
     timing["items_s"] = round(time.time() - t, 1)
     log(summarize_items(items))
+    if tokens == "specific":  # the forget answers' tokens that naming a stand-in leaves as likely are not trained on
+        t = time.time()
+        log("[obliviate] marking the forget answers' tokens that follow from the target (a stand-in asked instead)")
+        names = [tgt.name, *[n for n in mentions(tgt.name, getattr(tgt, "aliases", [])) if n != tgt.name]]
+        marks = generic_tokens(net, tok, items["forget"], names, cfg.max_length)
+        items["forget"] = [dataclasses.replace(it, meta={**it.meta, "generic_tokens": g}) if g else it
+                           for it, g in zip(items["forget"], marks)]
+        n_generic = sum(len(g) for g in marks if g is not None)
+        log(f"[obliviate]   {n_generic} answer tokens of {sum(g is not None for g in marks)} items left out as "
+            f"anyone's ({time.time() - t:.0f} s)")
+        timing["mark_tokens_s"] = round(time.time() - t, 1)
     config = {"command": command, "model": str(model), "target": tgt.name, "method": m.name, "hparams": m.hparams(),
-              "trainable": trainable, "train": dataclasses.asdict(cfg), "generation": dataclasses.asdict(gen),
+              "trainable": trainable, "tokens": tokens, "train": dataclasses.asdict(cfg),
+              "generation": dataclasses.asdict(gen),
               "rwku": str(rwku) if rwku else None, "probes": str(probes) if probes else None}
     claim(out_dir, inputs)
     write_json(out_dir / "config.json", config)
