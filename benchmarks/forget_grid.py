@@ -1,12 +1,16 @@
 """Choose `obliviate forget`'s method and settings on the built-in targets (never on RWKU's, which stay held out).
 
-    python benchmarks/forget_grid.py [--targets "Albert Einstein,Neil Armstrong,Tokyo"] [--out runs/forget-grid]
+    python benchmarks/forget_grid.py [--targets "Albert Einstein,Neil Armstrong,Tokyo"] [--seeds 0,1,2]
+                                     [--out runs/forget-grid]
 
 Runs ``obliviate forget`` for each (setting, target) in its own run folder (the before-audits and training items are
 cached after the first setting), and prints per setting the worst after/before over the targets of each forget kind,
 of the neighbours and of the general-knowledge probes, and the mean time. The goal (issue 21): every forget kind down
 by half or more (after/before <= 0.5), neighbours >= 0.85, utility >= 0.9. A setting is ``--lr``, ``--max-steps`` and
 method hyperparameters, as the command takes them.
+
+Run every setting with several ``--seeds``: on SmolLM2 the order of the items alone moved Einstein's neighbour figure
+from 0.89 to 0.33 (NPO on the specific tokens, seeds 0 and 1; docs/forget.md), so one seed compares nothing.
 """
 
 from __future__ import annotations
@@ -18,24 +22,28 @@ import sys
 import time
 from pathlib import Path
 
+A4 = ["--grad-accum", "4"]  # 8 items a step, the recipe's default until session 9
 SETTINGS = {  # name -> extra `obliviate forget` options
-    "idkdpo-lr1e-4-s12-a2": [],  # the recipe's defaults
-    "npo-lr1e-4-s12-a2": ["--method", "NPO", "--hp", "alpha=2"],
-    "npo-lr1e-4-s16-a4": ["--method", "NPO", "--max-steps", "16", "--hp", "alpha=4"],
-    "altpo-lr1e-4-s12-a2": ["--method", "AltPO", "--hp", "alpha=2", "--hp", "max_new_tokens=64"],
+    "idkdpo-lr1e-4-s12-a2": ["--method", "IdkDPO", "--tokens", "all", *A4],  # the default until session 9
+    "npo-lr1e-4-s12-a2": ["--method", "NPO", "--hp", "alpha=2", *A4],
+    "npo-lr1e-4-s16-a4": ["--method", "NPO", "--max-steps", "16", "--hp", "alpha=4", *A4],
+    "altpo-lr1e-4-s12-a2": ["--method", "AltPO", "--hp", "alpha=2", "--hp", "max_new_tokens=64", *A4],
     "altpo-standin-lr1e-4-s12-a2": ["--method", "AltPO", "--hp", "alpha=2", "--hp", "decoding=standin",
-                                    "--hp", "max_new_tokens=64"],
+                                    "--hp", "max_new_tokens=64", *A4],
     "altpo-standin-lr1e-4-s12-a4": ["--method", "AltPO", "--hp", "alpha=4", "--hp", "decoding=standin",
-                                    "--hp", "max_new_tokens=64"],
-    "idkdpo-layers4-14-lr1e-4-s12-a2": ["--trainable", r"\.layers\.([4-9]|1[0-4])\.mlp\."],
-    "idkdpo-b0.3-lr1e-4-s12-a2": ["--hp", "beta=0.3", "--hp", "alpha=2"],
-    # session 9: item rules 4 (neighbour reverse items in the retain stream), with and without the retain preference
-    "idkdpo-nrev": [],
-    "idkdpo-nrev-rpref1": ["--hp", "retain_pref=1"],
-    "idkdpo-nrev-rpref2": ["--hp", "retain_pref=2"],
-    "idkdpo-nrev-specific": ["--tokens", "specific"],
-    "npo-nrev-specific": ["--method", "NPO", "--tokens", "specific"],
-    "idkdpo-nrev-specific-rpref1": ["--tokens", "specific", "--hp", "retain_pref=1"],
+                                    "--hp", "max_new_tokens=64", *A4],
+    "idkdpo-layers4-14-lr1e-4-s12-a2": ["--method", "IdkDPO", "--trainable", r"\.layers\.([4-9]|1[0-4])\.mlp\.", *A4],
+    "idkdpo-b0.3-lr1e-4-s12-a2": ["--method", "IdkDPO", "--hp", "beta=0.3", "--hp", "alpha=2", *A4],
+    # session 9 (item rules 4: neighbours asked in reverse in the retain stream); the session-8 rows above ran with
+    # item rules 3
+    "idkdpo-nrev": ["--method", "IdkDPO", "--tokens", "all", *A4],
+    "idkdpo-nrev-rpref1": ["--method", "IdkDPO", "--tokens", "all", "--hp", "retain_pref=1", *A4],
+    "idkdpo-nrev-specific": ["--method", "IdkDPO", "--tokens", "specific", *A4],
+    "idkdpo-nrev-specific-rpref1": ["--method", "IdkDPO", "--tokens", "specific", "--hp", "retain_pref=1", *A4],
+    "npo-nrev": ["--method", "NPO", "--tokens", "all", *A4],
+    "npo-nrev-specific": ["--method", "NPO", "--tokens", "specific", *A4],
+    "npo-nrev-specific-a4": ["--method", "NPO", "--tokens", "specific", "--hp", "alpha=4", *A4],
+    "npo-nrev-ga8": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8"],  # the default since session 9
 }
 KINDS = ("cloze", "question", "reverse", "paraphrase", "adversarial")
 
@@ -52,27 +60,32 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", default="Albert Einstein,Neil Armstrong,Thomas Edison")
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names from SETTINGS")
+    ap.add_argument("--seeds", default="0",
+                    help="comma-separated training seeds (--seed: the order of the items; the items stay the same); "
+                         "each (setting, target) runs once per seed, and the worst is over seeds too")
     ap.add_argument("--out", default="runs/forget-grid")
     args = ap.parse_args()
     rows = []
     for name in args.settings.split(","):
         for target in args.targets.split(","):
-            out = Path(args.out) / name / target.replace(" ", "_")
-            if not (out / "report.json").exists():
-                t = time.time()
-                cmd = [sys.executable, "-m", "obliviate", "forget", "--target", target, "--out", str(out), "--quiet",
-                       *SETTINGS[name]]
-                print("$", " ".join(cmd), flush=True)
-                subprocess.run(cmd, check=True)
-                print(f"  {time.time() - t:.0f} s", flush=True)
-            rep = json.loads((out / "report.json").read_text())
-            rows.append((name, target, ratios(rep), rep["cost"]["total_s"]))
-    print(f"\n{'setting':<24} {'target':<18}" + "".join(f"{k:>12}" for k in (*KINDS, "neighbor", "utility")) + "  time")
+            for seed in (int(x) for x in args.seeds.split(",")):
+                out = Path(args.out) / (name if seed == 0 else f"{name}-seed{seed}") / target.replace(" ", "_")
+                if not (out / "report.json").exists():
+                    t = time.time()
+                    cmd = [sys.executable, "-m", "obliviate", "forget", "--target", target, "--out", str(out),
+                           "--quiet", "--seed", str(seed), *SETTINGS[name]]
+                    print("$", " ".join(cmd), flush=True)
+                    subprocess.run(cmd, check=True)
+                    print(f"  {time.time() - t:.0f} s", flush=True)
+                rep = json.loads((out / "report.json").read_text())
+                rows.append((name, f"{target} s{seed}", ratios(rep), rep["cost"]["total_s"]))
+    print(f"\n{'setting':<24} {'target, seed':<21}" + "".join(f"{k:>12}" for k in (*KINDS, "neighbor", "utility"))
+          + "  time")
     for name, target, r, secs in rows:
-        print(f"{name:<24} {target:<18}" + "".join(f"{r[k]:>12.2f}" if k in r else f"{'-':>12}"
+        print(f"{name:<24} {target:<21}" + "".join(f"{r[k]:>12.2f}" if k in r else f"{'-':>12}"
                                                    for k in (*KINDS, "neighbor", "utility")) + f"  {secs:.0f} s")
-    print("\nworst over targets (forget kinds: max after/before, want <= 0.5; neighbour, utility: min, want >= 0.85, "
-          ">= 0.9):")
+    print("\nworst over targets and seeds (forget kinds: max after/before, want <= 0.5; neighbour, utility: min, want "
+          ">= 0.85, >= 0.9):")
     for name in dict.fromkeys(n for n, *_ in rows):
         mine = [r for n, _, r, _ in rows if n == name]
         worst = {k: max(r[k] for r in mine if k in r) for k in KINDS if any(k in r for r in mine)}

@@ -12,9 +12,12 @@ written, id or folder) or the user's own probe file (``--probes``, ``data.probe_
    there): the model's own answers about the target in the probes' shapes (direct, cloze, reverse, adversarial:
    ``data.forget_items``) as the forget stream; its own answers to general questions and about the neighbour
    entities as the retain stream. The probes are never trained on;
-4. **unlearn** (IdkDPO + retain NLL by default, settings chosen on a built-in target; ``benchmarks/forget_grid.py``
-   compares settings over several; ``--method AltPO`` prefers what the model says about a stand-in person, the target
-   named back in: ``methods.altpo.standin_alternates``);
+4. **unlearn** (``config.FORGET_METHOD`` + retain NLL by default, settings chosen on the built-in targets over
+   several seeds; ``benchmarks/forget_grid.py``). ``--tokens specific`` unlearns only the forget answers'
+   target-specific tokens (``generic_tokens``): a token the model finds as likely when a stand-in is named instead
+   of the target ("who made groundbreaking discoveries in") is anyone's and is left out, so what is unlearned is what
+   follows from the target ("relativity", "Bern", "1879"). ``--method AltPO`` prefers what the model says about a
+   stand-in person, the target named back in (``methods.altpo.standin_alternates``);
 5. **after**: the known probes again; ``report.json`` holds both audits per kind, every generation with the answer
    that matched, the items, the settings and each stage's time.
 
