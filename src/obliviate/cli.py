@@ -366,8 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "Unlearn one real target the model knows (docs/forget.md): probes screened (echoes and duplicates "
                  "set aside), the model's knowledge checked per kind of probe, training items written from its own "
                  "answers in every shape a probe takes (direct, cloze, reverse, adversarial) and shown before "
-                 f"training, {FORGET_METHOD} + retain NLL for {FORGET_TRAIN.max_steps} steps on the answers' "
-                 "target-specific tokens, every probe kind "
+                 f"training, {FORGET_METHOD} + retain NLL for {FORGET_TRAIN.max_steps} steps, every probe kind "
                  "asked before and after. --list-targets screens targets instead.")
     fg.add_argument("--target", default=None,
                     help="the target: a built-in name, or with --rwku an RWKU name as written, id or folder; with "

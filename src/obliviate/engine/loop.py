@@ -25,20 +25,8 @@ from ..errors import DataError, TrainingError
 from ..io import append_jsonl, read_jsonl, write_json, write_text
 from ..logprobs import IGNORE
 from ..threads import rebalance
-from .checkpoint import (
-    check_global_batch,
-    clear_trash,
-    load_checkpoint,
-    remove_tree,
-    save_checkpoint,
-)
-from .distributed import (
-    check_strategy,
-    global_micro,
-    losses_of_all,
-    mean_over_processes,
-    process_shard,
-)
+from .checkpoint import check_global_batch, clear_trash, load_checkpoint, remove_tree, save_checkpoint
+from .distributed import check_strategy, global_micro, losses_of_all, mean_over_processes, process_shard
 from .pairing import Schedule
 from .reference import Reference
 from .run_folder import claim

@@ -254,7 +254,8 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
             add(retain, "neighbour", q, a, "")
     # and asked the other way round, as the forget stream's reverse items are: a sentence the model wrote about a
     # neighbour, the neighbour masked, answered with its name. Reverse items of the target alone taught SmolLM2 to
-    # answer "Which inventor is known for alternating current?" with a wrong name after forgetting Edison
+    # answer "Which inventor is known for alternating current?" with a wrong name after forgetting Edison (these did
+    # not bring that answer back: docs/forget.md, "the seed decides")
     per_neighbour = len(open_q) // max(len(neighbours), 1)
     for i, n in enumerate(neighbours):
         said = [a for a in answers[i * per_neighbour:(i + 1) * per_neighbour] if not names_target.search(a)]
@@ -362,6 +363,8 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
     out_dir = Path(out_dir)
     inputs = {"--model": model, "--rwku": rwku, "--probes": probes}
     check_run_folder(out_dir, inputs)
+    if tokens not in ("all", "specific"):
+        raise ConfigError(f"option 'tokens' = {tokens!r} must be one of all, specific")
     cfg = cfg or dataclasses.replace(FORGET_TRAIN)
     gen = gen or GenSettings()
     hp = {**FORGET_HPARAMS.get(method, {}), **(hparams or {})}
