@@ -256,9 +256,9 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
     # neighbour, the neighbour masked, answered with its name. Reverse items of the target alone taught SmolLM2 to
     # answer "Which inventor is known for alternating current?" with a wrong name after forgetting Edison (these did
     # not bring that answer back: docs/forget.md, "the seed decides")
-    per_neighbour = len(open_q) // max(len(neighbours), 1)
+    k = len(OPEN_RETAIN_TEMPLATES)  # the open answers come first, k per neighbour
     for i, n in enumerate(neighbours):
-        said = [a for a in answers[i * per_neighbour:(i + 1) * per_neighbour] if not names_target.search(a)]
+        said = [a for a in answers[i * k:(i + 1) * k] if not names_target.search(a)]
         person = bool(_PRONOUN.search(" ".join(said)))
         for sentence in sentences_about(said, n)[:NEIGHBOUR_REVERSE]:
             qa = reverse_item(sentence, n, (), "person" if person else "other")
