@@ -44,6 +44,8 @@ SETTINGS = {  # name -> extra `obliviate forget` options
     "npo-nrev-specific": ["--method", "NPO", "--tokens", "specific", *A4],
     "npo-nrev-specific-a4": ["--method", "NPO", "--tokens", "specific", "--hp", "alpha=4", *A4],
     "npo-nrev-ga8": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8"],  # the default since session 9
+    # session 10 (item rules 5): only the model's right answers to the general questions are retained, 85 of them
+    "npo-right": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8"],
 }
 KINDS = ("cloze", "question", "reverse", "paraphrase", "adversarial")
 

@@ -131,10 +131,11 @@ def test_select_trainable_freezes_all_but_the_middle_mlps(random_model):
 
 
 def test_build_items_retain_stream_covers_neighbours_and_leaves_out_answers_naming_the_target(monkeypatch):
-    """The retain stream: the model's answers to every general question and everyday prompt, and to the open prompts
-    and short questions about each neighbour, except answers that name the target (under any of its names). Scripted
-    answers stand in for the model here: what is tested is which items the rules make of them."""
-    from obliviate.data.forget_items import GENERAL_RETAIN_QUESTIONS, NEIGHBOUR_QUESTIONS, OPEN_RETAIN_TEMPLATES
+    """The retain stream: the model's right answers to the general questions, its answers to every everyday prompt,
+    and to the open prompts and short questions about each neighbour, except answers that name the target (under any
+    of its names). Scripted answers stand in for the model here: what is tested is which items the rules make of
+    them."""
+    from obliviate.data.forget_items import GENERAL_RETAIN_ANSWERS, NEIGHBOUR_QUESTIONS, OPEN_RETAIN_TEMPLATES
     from obliviate.data.real_targets import read_realworld
     from obliviate.recipes import forget as recipe
     from obliviate.recipes.real_target import GenSettings
@@ -142,10 +143,18 @@ def test_build_items_retain_stream_covers_neighbours_and_leaves_out_answers_nami
     rwset = read_realworld()
     tgt = recipe.resolve(None, rwset, probes="examples/forget/fleming.json")
 
+    general = list(GENERAL_RETAIN_ANSWERS)
+    said = {q: (f"It is {GENERAL_RETAIN_ANSWERS[q][-1]}." if i % 2 == 0 else "It is Mumbai.")
+            for i, q in enumerate(general)}  # right on the even ones, wrong on the odd ones
+    said["What is the capital of India?"] = "The capital of India is Mumbai."  # a wrong answer the model gives
+    said["What is the capital of China?"] = "Beijing is the capital of the People's Republic."  # a right one
+
     def scripted(net, tok, questions, gen, tokens, sample=False):
         out = []
         for q in questions:
-            if "Alexander Fleming" in q:
+            if q.split("Question: ")[-1] in said:
+                out.append(said[q.split("Question: ")[-1]])
+            elif "Alexander Fleming" in q:
                 out.append("Alexander Fleming discovered penicillin in 1928 at St Mary's Hospital in London.")
             elif "Howard Florey" in q and "closely associated" in q:
                 out.append("Howard Florey is remembered beside Fleming.")  # names the target by its alias
@@ -159,7 +168,10 @@ def test_build_items_retain_stream_covers_neighbours_and_leaves_out_answers_nami
     items = recipe.build_items(None, None, tgt, rwset, GenSettings())
     kinds = [it.meta["kind"] for it in items["retain"]]
     per_neighbour = len(OPEN_RETAIN_TEMPLATES) + len(NEIGHBOUR_QUESTIONS)
-    assert kinds.count("retain") == len(GENERAL_RETAIN_QUESTIONS) + len(rwset.retain_prompts)
+    kept = [it.question.split("Question: ")[-1] for it in items["retain"] if it.meta["kind"] == "retain"]
+    right = [q for i, q in enumerate(general) if i % 2 == 0 and "India" not in q or "China" in q]
+    assert kept == right + list(rwset.retain_prompts)  # the wrong answers left out, the everyday prompts all kept
+    assert "What is the capital of India?" not in kept and "What is the capital of China?" in kept
     assert kinds.count("neighbour") == per_neighbour * len(tgt.neighbors) - 1  # Florey's alias answer left out
     florey = [it for it in items["retain"] if "Howard Florey" in it.question]
     assert len(florey) == per_neighbour - 1 and not any("Fleming" in it.answer for it in florey)

@@ -46,7 +46,7 @@ from ..config import (
 )
 from ..data.collate import PromptFormat, pad_batch
 from ..data.forget_items import (
-    GENERAL_RETAIN_QUESTIONS,
+    GENERAL_RETAIN_ANSWERS,
     NEIGHBOUR_QUESTIONS,
     OPEN_RETAIN_TEMPLATES,
     cloze_item,
@@ -66,6 +66,7 @@ from ..data.real_targets import (
     RealTarget,
     RealWorldSet,
     adversarial_variants,
+    answer_match,
     knowledge_by_kind,
     knowledge_gate,
     read_realworld,
@@ -90,7 +91,7 @@ from .real_target import (
 )
 
 SPECIFIC_MARGIN = 1.0  # nats: a forget token counts as the target's if naming the target makes it this much likelier
-ITEM_RULES = 4  # the version of build_items' rules, in the items' cache key: a change of rules is a new cache entry
+ITEM_RULES = 5  # the version of build_items' rules, in the items' cache key: a change of rules is a new cache entry
 NEIGHBOUR_REVERSE = 3  # reverse items per neighbour entity in the retain stream, from the model's open answers
 _PRONOUN = re.compile(r"\b(?:he|she|his|her|him)\b", re.IGNORECASE)  # a neighbour written about as a person
 
@@ -236,10 +237,14 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
         for q, a in list(zip(direct_q, direct_a))[:n] + reverse[:n]:
             add(forget, "adversarial", template.format(query=q), a, tgt.name)
 
-    retain_q = [QUESTION_INSTRUCTION.format(query=q) for q in GENERAL_RETAIN_QUESTIONS] + list(rwset.retain_prompts)
+    # the general questions: only the model's right answers are kept (a wrong one retained teaches its error's pattern
+    # to facts the model knew: GENERAL_RETAIN_ANSWERS); the open prompts have no one answer and are all kept
+    general = list(GENERAL_RETAIN_ANSWERS)
+    retain_q = [QUESTION_INSTRUCTION.format(query=q) for q in general] + list(rwset.retain_prompts)
     retain: list[QAItem] = []
-    for q, a in zip(retain_q, _own_answers(net, tok, retain_q, gen, gen.corpus_tokens)):
-        add(retain, "retain", q, a, "")
+    for i, (q, a) in enumerate(zip(retain_q, _own_answers(net, tok, retain_q, gen, gen.corpus_tokens))):
+        if i >= len(general) or answer_match(a, list(GENERAL_RETAIN_ANSWERS[general[i]])):
+            add(retain, "retain", q, a, "")
     # the neighbour entities: open prompts and short questions (asked as the probes are), leaving out any answer that
     # names the target itself (a neighbour's surname may be the target's). Not cloze items: with short blanked words
     # as retain answers beside the forget stream's, SmolLM2 learnt to answer every cloze prompt with nothing at all
@@ -400,7 +405,7 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
     items_cache = root / "items" / cache_key(ITEM_RULES, wkey, tgt.name, getattr(tgt, "aliases", []), tgt.kind,
                                              tgt.neighbors, tgt.retain_entities, dataclasses.asdict(gen),
                                              rwset.retain_prompts, tgt.corpus_prompts or rwset.corpus_prompts,
-                                             GENERAL_RETAIN_QUESTIONS, NEIGHBOUR_QUESTIONS) / "items.json"
+                                             GENERAL_RETAIN_ANSWERS, NEIGHBOUR_QUESTIONS) / "items.json"
 
     # 2. before
     t = time.time()
@@ -446,6 +451,9 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
             write_json(items_cache, {k: [dataclasses.asdict(it) for it in v] for k, v in items.items()})
     timing["items_s"] = round(time.time() - t, 1)
     log(summarize_items(items))
+    n_right = sum(it.meta.get("kind") == "retain" for it in items["retain"]) - len(rwset.retain_prompts)
+    log(f"[obliviate] retained: the model's right answers to {n_right} of {len(GENERAL_RETAIN_ANSWERS)} general "
+        "questions (its wrong ones are left out)")
     if tokens == "specific":  # the forget answers' tokens that naming a stand-in leaves as likely are not trained on
         t = time.time()
         log("[obliviate] marking the forget answers' tokens that follow from the target (a stand-in asked instead)")
