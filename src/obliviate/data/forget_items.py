@@ -222,5 +222,5 @@ def cloze_item(sentence: str, name: str, aliases: list[str] | tuple[str, ...] = 
 
 
 __all__ = ["GENERAL_RETAIN_ANSWERS", "GENERAL_RETAIN_QUESTIONS", "NEIGHBOUR_QUESTIONS", "OPEN_RETAIN_TEMPLATES",
-           "OTHER_QUESTIONS", "PERSON_QUESTIONS", "cloze_item", "mention_pattern", "mentions", "question_templates", "renamer",
-           "reverse_item", "sentences_about"]
+           "OTHER_QUESTIONS", "PERSON_QUESTIONS", "cloze_item", "mention_pattern", "mentions", "question_templates",
+           "renamer", "reverse_item", "sentences_about"]
