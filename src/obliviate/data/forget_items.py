@@ -37,9 +37,9 @@ OTHER_QUESTIONS = (
 )
 # General knowledge the model answers itself for the retain stream, with the answers that count as right; none of these
 # is a utility probe. Only the model's right answers are kept: SmolLM2-135M answers about half of them wrongly ("The
-# capital of India is Mumbai", "The tallest animal is the Blue Whale"), and retaining those taught the errors' pattern
-# to facts it knew ("The capital of Australia is Sydney", "The largest mammal on Earth is the elephant";
-# docs/forget.md, "retaining the model's own mistakes")
+# capital of India is Mumbai", "The tallest animal is the Blue Whale"); a wrong answer is not knowledge to protect, and
+# the misses after forgetting looked like their pattern ("The capital of Australia is Sydney", "The largest mammal on
+# Earth is the elephant"; docs/forget.md, "Retaining the model's own mistakes")
 GENERAL_RETAIN_ANSWERS: dict[str, tuple[str, ...]] = {
     "How many continents are there?": ("seven", "7"),
     "What is the capital of France?": ("Paris",),

@@ -237,8 +237,8 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
         for q, a in list(zip(direct_q, direct_a))[:n] + reverse[:n]:
             add(forget, "adversarial", template.format(query=q), a, tgt.name)
 
-    # the general questions: only the model's right answers are kept (a wrong one retained teaches its error's pattern
-    # to facts the model knew: GENERAL_RETAIN_ANSWERS); the open prompts have no one answer and are all kept
+    # the general questions: only the model's right answers are kept (a wrong one is not knowledge to protect:
+    # GENERAL_RETAIN_ANSWERS); the open prompts have no one answer and are all kept
     general = list(GENERAL_RETAIN_ANSWERS)
     retain_q = [QUESTION_INSTRUCTION.format(query=q) for q in general] + list(rwset.retain_prompts)
     retain: list[QAItem] = []
