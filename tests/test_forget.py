@@ -144,6 +144,7 @@ def test_build_items_retain_stream_covers_neighbours_and_leaves_out_answers_nami
     tgt = recipe.resolve(None, rwset, probes="examples/forget/fleming.json")
 
     general = list(GENERAL_RETAIN_ANSWERS)
+    assert not set(general) & {p.query for p in rwset.general}  # no utility probe is trained on
     said = {q: (f"It is {GENERAL_RETAIN_ANSWERS[q][-1]}." if i % 2 == 0 else "It is Mumbai.")
             for i, q in enumerate(general)}  # right on the even ones, wrong on the odd ones
     said["What is the capital of India?"] = "The capital of India is Mumbai."  # a wrong answer the model gives

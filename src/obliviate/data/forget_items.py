@@ -12,10 +12,10 @@ shapes the probes take:
   facts, which is what a reverse query tests;
 * ``adversarial``: direct and reverse questions wrapped in the attack framings (``data.real_targets.ATTACKS``).
 
-The retain stream is the model's own answers to general questions (``GENERAL_RETAIN_QUESTIONS``, disjoint from the
-utility probes of ``resources/realworld.json``) and about the neighbour entities (open prompts and the short questions
-``NEIGHBOUR_QUESTIONS``), so what the model says elsewhere, and about what sits next to the target, is what it keeps
-saying.
+The retain stream is the model's own right answers to general questions (``GENERAL_RETAIN_ANSWERS``, disjoint from
+the utility probes of ``resources/realworld.json``) and its answers about the neighbour entities (open prompts and the
+short questions ``NEIGHBOUR_QUESTIONS``), so what the model says rightly elsewhere, and about what sits next to the
+target, is what it keeps saying.
 """
 
 from __future__ import annotations
@@ -127,7 +127,6 @@ GENERAL_RETAIN_ANSWERS: dict[str, tuple[str, ...]] = {
     "What is the largest organ of the human body?": ("skin",),
     "How many bones are in the adult human body?": ("206",),
 }
-GENERAL_RETAIN_QUESTIONS = tuple(GENERAL_RETAIN_ANSWERS)
 OPEN_RETAIN_TEMPLATES = ("Tell me about {name}.", "What is {name} best known for?")
 # Short questions about each neighbour entity, asked as the probes are asked (the question instruction); the kind of a
 # neighbour is not known, so the wording fits a person, a place, an organisation or an office.
@@ -221,6 +220,6 @@ def cloze_item(sentence: str, name: str, aliases: list[str] | tuple[str, ...] = 
     return " ".join(words[:-n]) + " ___" + sentence[len(body):], answer.strip(",;:")
 
 
-__all__ = ["GENERAL_RETAIN_ANSWERS", "GENERAL_RETAIN_QUESTIONS", "NEIGHBOUR_QUESTIONS", "OPEN_RETAIN_TEMPLATES",
-           "OTHER_QUESTIONS", "PERSON_QUESTIONS", "cloze_item", "mention_pattern", "mentions", "question_templates",
-           "renamer", "reverse_item", "sentences_about"]
+__all__ = ["GENERAL_RETAIN_ANSWERS", "NEIGHBOUR_QUESTIONS", "OPEN_RETAIN_TEMPLATES", "OTHER_QUESTIONS",
+           "PERSON_QUESTIONS", "cloze_item", "mention_pattern", "mentions", "question_templates", "renamer",
+           "reverse_item", "sentences_about"]
