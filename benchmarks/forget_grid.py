@@ -46,9 +46,6 @@ SETTINGS = {  # name -> extra `obliviate forget` options
     "npo-nrev-ga8": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8"],  # the default since session 9
     # session 10 (item rules 5): only the model's right answers to the general questions are retained, 85 of them
     "npo-right": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8"],
-    # item rules 6: and those right answers again as cloze prompts, the answer blanked. Not adopted and not in the
-    # code (docs/forget.md, "Retaining the model's own mistakes"): run now, this row is npo-right again
-    "npo-right-cloze": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8"],
 }
 KINDS = ("cloze", "question", "reverse", "paraphrase", "adversarial")
 

@@ -241,10 +241,13 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
     # GENERAL_RETAIN_ANSWERS); the open prompts have no one answer and are all kept
     general = list(GENERAL_RETAIN_ANSWERS)
     retain_q = [QUESTION_INSTRUCTION.format(query=q) for q in general] + list(rwset.retain_prompts)
+    retain_a = _own_answers(net, tok, retain_q, gen, gen.corpus_tokens)
     retain: list[QAItem] = []
-    for i, (q, a) in enumerate(zip(retain_q, _own_answers(net, tok, retain_q, gen, gen.corpus_tokens))):
-        if i >= len(general) or answer_match(a, list(GENERAL_RETAIN_ANSWERS[general[i]])):
-            add(retain, "retain", q, a, "")
+    for q, a in zip(general, retain_a):
+        if answer_match(a, list(GENERAL_RETAIN_ANSWERS[q])):
+            add(retain, "retain", QUESTION_INSTRUCTION.format(query=q), a, "")
+    for q, a in zip(rwset.retain_prompts, retain_a[len(general):]):
+        add(retain, "retain", q, a, "")
     # the neighbour entities: open prompts and short questions (asked as the probes are), leaving out any answer that
     # names the target itself (a neighbour's surname may be the target's). Not cloze items: with short blanked words
     # as retain answers beside the forget stream's, SmolLM2 learnt to answer every cloze prompt with nothing at all
@@ -451,7 +454,8 @@ def forget(out_dir: str | Path, target: str | None = None, *, rwku: str | Path |
             write_json(items_cache, {k: [dataclasses.asdict(it) for it in v] for k, v in items.items()})
     timing["items_s"] = round(time.time() - t, 1)
     log(summarize_items(items))
-    n_right = sum(it.meta.get("kind") == "retain" for it in items["retain"]) - len(rwset.retain_prompts)
+    general_q = {QUESTION_INSTRUCTION.format(query=q) for q in GENERAL_RETAIN_ANSWERS}
+    n_right = sum(it.question in general_q for it in items["retain"])
     log(f"[obliviate] retained: the model's right answers to {n_right} of {len(GENERAL_RETAIN_ANSWERS)} general "
         "questions (its wrong ones are left out)")
     if tokens == "specific":  # the forget answers' tokens that naming a stand-in leaves as likely are not trained on
