@@ -46,6 +46,18 @@ SETTINGS = {  # name -> extra `obliviate forget` options
     "npo-nrev-ga8": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8"],  # the default since session 9
     # session 10 (item rules 5): only the model's right answers to the general questions are retained, 85 of them
     "npo-right": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8"],
+    # session 11: the target-specific tokens only, now with 16 items a step (session 9 tried them with 8)
+    "npo-right-specific": ["--method", "NPO", "--tokens", "specific", "--grad-accum", "8"],
+    # the learning rate decayed linearly to 0 over the 12 steps (constant until session 11)
+    "npo-right-linear": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8", "--scheduler", "linear"],
+    # half the learning rate
+    "npo-right-lr5e-5": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8", "--lr", "5e-5"],
+    # bf16 autocast of the training steps: 1.29x faster unlearning, 2.78 GB peak (over the bar)
+    "npo-right-bf16": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8", "--precision", "bf16"],
+    # KL to the starting model as the retain loss (a frozen copy of the trained weights: 2.55 GB peak, over the bar)
+    "npo-right-kl": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8", "--hp", "retain_loss=kl"],
+    # the control: the default run with the forget term off (gamma 0), the retain stream alone, the same steps
+    "control-gamma0": ["--method", "NPO", "--tokens", "all", "--grad-accum", "8", "--hp", "gamma=0"],
 }
 KINDS = ("cloze", "question", "reverse", "paraphrase", "adversarial")
 

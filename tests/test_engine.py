@@ -39,6 +39,36 @@ def test_reference_logprobs_are_cached_once_from_the_starting_model(load_target,
     assert {"loss", "forget_loss", "retain_loss", "lr", "epoch"} <= set(lines[0])
 
 
+def test_the_frozen_reference_shares_the_untrained_weights_and_keeps_the_starting_logits(load_target, small_bench):
+    import copy
+
+    from obliviate.data import pad_batch
+    from obliviate.engine.reference import Reference
+
+    model, tok = load_target()
+    for n, p in model.named_parameters():
+        p.requires_grad_(".mlp." in n)
+    start = copy.deepcopy(model).eval()
+    fmt = PromptFormat(tok)
+    encs = [fmt.encode(it.question, it.answer) for it in small_bench.forget[:4]]
+    ref = Reference("model", model, {"forget": encs}, tok.pad_token_id)
+    own = {p.data_ptr() for p in model.parameters()}
+    shared = [p.data_ptr() in own for p in ref.model.parameters()]
+    trained = [p.requires_grad for p in model.parameters()]
+    assert any(trained) and not all(trained)
+    assert shared == [not t for t in trained]  # every untrained weight shared, no trained one
+    with torch.no_grad():  # training moves the trained weights of the model, not the reference's copies
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    batch = pad_batch(encs, tok.pad_token_id)
+    with torch.no_grad():
+        want = start(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        moved = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.equal(ref.logits(batch), want)
+    assert not torch.allclose(moved, want)
+
+
 @pytest.mark.parametrize("name,hp,lr,steps", [
     ("GradAscent", {}, 2e-3, 10),
     ("GradDiff", {"alpha": 3.0}, 1e-3, 20),

@@ -101,7 +101,10 @@ class Reference:
                 with atomic_path(cache_file) as tmp:
                     save_file(self.cache, str(tmp), metadata={"data_key": key})
         if mode == "model":
-            self.model = copy.deepcopy(model).eval()
+            # A weight that is not trained never changes, so the frozen copy shares it instead of holding its own: on
+            # forget's middle MLPs (58M of SmolLM2-135M's 135M trained) that is 0.3 GB less, and the same logits.
+            frozen = {id(p): p for p in model.parameters() if not p.requires_grad}
+            self.model = copy.deepcopy(model, memo=frozen).eval()
             for p in self.model.parameters():
                 p.requires_grad_(False)
 

@@ -52,8 +52,8 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torc
         return (ref_logp.exp() * (ref_logp - logp)).sum() / (logits.shape[0] * logits.shape[1])
     lg, _, mask = shift(logits, labels)
     ref_lg = ref_logits[:, :-1]
-    logp = F.log_softmax(lg.float(), -1)[mask]
-    ref_logp = F.log_softmax(ref_lg.float(), -1)[mask]
+    logp = F.log_softmax(lg[mask].float(), -1)  # the answer rows first: row-wise, the same values, less memory
+    ref_logp = F.log_softmax(ref_lg[mask].float(), -1)
     if logp.numel() == 0:
         return logits.sum() * 0.0
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
