@@ -243,11 +243,11 @@ def build_items(net, tok, tgt: RealTarget, rwset: RealWorldSet, gen: GenSettings
     retain_q = [QUESTION_INSTRUCTION.format(query=q) for q in general] + list(rwset.retain_prompts)
     retain_a = _own_answers(net, tok, retain_q, gen, gen.corpus_tokens)
     retain: list[QAItem] = []
-    for q, a in zip(general, retain_a):
+    for q, asked, a in zip(general, retain_q, retain_a):
         if answer_match(a, list(GENERAL_RETAIN_ANSWERS[q])):
-            add(retain, "retain", QUESTION_INSTRUCTION.format(query=q), a, "")
-    for q, a in zip(rwset.retain_prompts, retain_a[len(general):]):
-        add(retain, "retain", q, a, "")
+            add(retain, "retain", asked, a, "")
+    for asked, a in zip(retain_q[len(general):], retain_a[len(general):]):
+        add(retain, "retain", asked, a, "")
     # the neighbour entities: open prompts and short questions (asked as the probes are), leaving out any answer that
     # names the target itself (a neighbour's surname may be the target's). Not cloze items: with short blanked words
     # as retain answers beside the forget stream's, SmolLM2 learnt to answer every cloze prompt with nothing at all
